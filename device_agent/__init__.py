@@ -1,0 +1,1 @@
+"""The device agent for the A7 application core."""

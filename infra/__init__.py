@@ -1,0 +1,1 @@
+"""The local stack: mock IoT hub, local blob store, simulated fleet, orchestration."""

@@ -1,0 +1,1 @@
+"""The tinyfleet cloud service: storage, registry and groups, releases, rollouts, telemetry, API."""

@@ -1,0 +1,26 @@
+"""Entry point of the `tinyfleet` command.
+
+Each command group lives in its own module of this package and is registered below; the modules
+build their configuration and adapters when a command runs, never at import time.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from service.cli import demo, keys, release, repo
+
+app = typer.Typer(
+    name="tinyfleet",
+    help="Secure OTA updates and inference telemetry for fleets of TinyML microcontrollers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(keys.app, name="keys")
+app.add_typer(repo.app, name="repo")
+app.add_typer(release.app, name="release")
+app.command(name="demo")(demo.demo)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,65 @@
+"""The service's configuration: one typed object, read from the environment once, at the entry point.
+
+Environment variables use the `TINYFLEET_` prefix (`TINYFLEET_DATA_DIR`, `TINYFLEET_MODE`,
+`TINYFLEET_KEY_PASSPHRASE`). Outside dev mode a passphrase must be given and may not be the dev
+default.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from signing.keys import DEV_PASSPHRASE
+
+__all__ = ["Mode", "Settings"]
+
+
+class Mode(StrEnum):
+    DEV = "dev"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TINYFLEET_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(default=Path(".tinyfleet"), description="keys, repositories, state")
+    mode: Mode = Mode.DEV
+    key_passphrase: SecretStr | None = None
+    # Re-sign metadata that expires within this window when `repo refresh` runs.
+    refresh_within: timedelta = Field(
+        default=timedelta(hours=12), ge=timedelta(minutes=1), le=timedelta(days=30)
+    )
+    # Production: how many offline root keys, and how many must sign a root.
+    root_keys: int = Field(default=3, ge=1, le=16)
+    root_threshold: int = Field(default=2, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.mode is Mode.PRODUCTION:
+            secret = self.key_passphrase.get_secret_value() if self.key_passphrase else None
+            if secret == DEV_PASSPHRASE:
+                raise ValueError("the dev passphrase is refused in production mode")
+            if self.root_threshold > self.root_keys:
+                raise ValueError("root_threshold cannot exceed root_keys")
+        return self
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def repo_dir(self) -> Path:
+        return self.data_dir / "repo"
+
+    @property
+    def devices_dir(self) -> Path:
+        return self.data_dir / "devices"
+
+    @property
+    def dev_mode(self) -> bool:
+        return self.mode is Mode.DEV

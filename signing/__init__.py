@@ -1,0 +1,71 @@
+"""Keys, TUF/Uptane repositories, release signing, and the verification devices run.
+
+The public surface: keystores (`signing.keys`), the image repository and the director
+(`signing.image_repo`, `signing.director`), where they are published (`signing.store`), the
+custom target fields (`signing.fields`), and the device side (`signing.device`, `signing.stream`).
+Every error is a `SigningError`; see `signing._errors` for the tree.
+"""
+
+from signing._errors import (
+    ArtifactError,
+    BindingRejected,
+    ExpiredError,
+    FetchError,
+    ImageMismatchError,
+    IncompleteReleaseError,
+    KeyNotFoundError,
+    KeystoreError,
+    MalformedDirectorError,
+    MetadataMismatchError,
+    MetadataRejected,
+    MixedBundleError,
+    OversizeError,
+    PassphraseError,
+    PublishError,
+    ReleaseExistsError,
+    ReleaseRollbackError,
+    SignatureError,
+    SigningError,
+    TargetHashError,
+    TargetRejected,
+    TargetTooLongError,
+    TargetTruncatedError,
+    UnknownTargetError,
+    UpdateRejected,
+    VersionError,
+    WrongCoreError,
+    WrongDeviceError,
+    WrongHardwareError,
+)
+
+__all__ = [
+    "ArtifactError",
+    "BindingRejected",
+    "ExpiredError",
+    "FetchError",
+    "ImageMismatchError",
+    "IncompleteReleaseError",
+    "KeyNotFoundError",
+    "KeystoreError",
+    "MalformedDirectorError",
+    "MetadataMismatchError",
+    "MetadataRejected",
+    "MixedBundleError",
+    "OversizeError",
+    "PassphraseError",
+    "PublishError",
+    "ReleaseExistsError",
+    "ReleaseRollbackError",
+    "SignatureError",
+    "SigningError",
+    "TargetHashError",
+    "TargetRejected",
+    "TargetTooLongError",
+    "TargetTruncatedError",
+    "UnknownTargetError",
+    "UpdateRejected",
+    "VersionError",
+    "WrongCoreError",
+    "WrongDeviceError",
+    "WrongHardwareError",
+]
