@@ -1,4 +1,4 @@
-"""The service's configuration: one typed object, read from the environment once, at the entry point.
+"""The service's configuration: one typed object, read from the environment once, at start.
 
 Environment variables use the `TINYFLEET_` prefix (`TINYFLEET_DATA_DIR`, `TINYFLEET_MODE`,
 `TINYFLEET_KEY_PASSPHRASE`). Outside dev mode a passphrase must be given and may not be the dev

@@ -29,9 +29,15 @@ from signing.stream import VerifiedDigest
 TOP = ("root", "targets", "snapshot", "timestamp")
 
 
-def model_custom(model_id: str = "kws", version: str = "1.0.0", *, counter: int = 1,
-                 core: str = "any", hardware: Iterable[str] = ("mt3620",),
-                 min_firmware: str | None = None) -> dict[str, Any]:
+def model_custom(
+    model_id: str = "kws",
+    version: str = "1.0.0",
+    *,
+    counter: int = 1,
+    core: str = "any",
+    hardware: Iterable[str] = ("mt3620",),
+    min_firmware: str | None = None,
+) -> dict[str, Any]:
     custom: dict[str, Any] = {
         "kind": "model",
         "modelId": model_id,
@@ -43,8 +49,13 @@ def model_custom(model_id: str = "kws", version: str = "1.0.0", *, counter: int 
         "outputDtype": "int8",
         "arenaBytes": 4096,
         "operators": ["FULLY_CONNECTED", "SOFTMAX"],
-        "selfTest": [{"input": base64.b64encode(bytes(8)).decode(),
-                      "expected": base64.b64encode(bytes(2)).decode(), "tolerance": 1}],
+        "selfTest": [
+            {
+                "input": base64.b64encode(bytes(8)).decode(),
+                "expected": base64.b64encode(bytes(2)).decode(),
+                "tolerance": 1,
+            }
+        ],
         "hardwareIds": list(hardware),
         "core": core,
         "releaseCounter": counter,
@@ -54,10 +65,21 @@ def model_custom(model_id: str = "kws", version: str = "1.0.0", *, counter: int 
     return custom
 
 
-def firmware_custom(version: str = "1.0.0", *, counter: int = 1, core: str = "any",
-                    hardware: Iterable[str] = ("mt3620",)) -> dict[str, Any]:
-    return {"kind": "firmware", "version": version, "hardwareIds": list(hardware), "core": core,
-            "releaseCounter": counter, "runtimeVersion": "tflm-2026.10"}
+def firmware_custom(
+    version: str = "1.0.0",
+    *,
+    counter: int = 1,
+    core: str = "any",
+    hardware: Iterable[str] = ("mt3620",),
+) -> dict[str, Any]:
+    return {
+        "kind": "firmware",
+        "version": version,
+        "hardwareIds": list(hardware),
+        "core": core,
+        "releaseCounter": counter,
+        "runtimeVersion": "tflm-2026.10",
+    }
 
 
 class World:
@@ -73,10 +95,12 @@ class World:
         for role in TOP[1:]:
             self.ring.add("director", role)
         self.store = MemoryStore()
-        self.image = ImageRepository.create(self.store, self.ring, self.now,
-                                            root_threshold=root_threshold)
-        self.director = DirectorRepository.create(self.store, self.ring, self.image, self.now,
-                                                  root_threshold=root_threshold)
+        self.image = ImageRepository.create(
+            self.store, self.ring, self.now, root_threshold=root_threshold
+        )
+        self.director = DirectorRepository.create(
+            self.store, self.ring, self.image, self.now, root_threshold=root_threshold
+        )
         self.image_root = self.image.root_bytes()
         self.director_root = self.director.root_bytes()
         self._files = 0
@@ -90,33 +114,50 @@ class World:
         path.write_bytes((block * (size // len(block) + 1))[:size])
         return path
 
-    def add_model(self, model_id: str = "kws", version: str = "1.0.0", *, size: int = 3000,
-                  **fields: Any) -> str:
+    def add_model(
+        self, model_id: str = "kws", version: str = "1.0.0", *, size: int = 3000, **fields: Any
+    ) -> str:
         path = f"models/{model_id}/{model_id}-v{version}.tflite"
-        self.image.add_artifact(path, self.blob(size, path), model_custom(model_id, version, **fields),
-                                self.now)
+        self.image.add_artifact(
+            path, self.blob(size, path), model_custom(model_id, version, **fields), self.now
+        )
         return path
 
     def add_firmware(self, version: str = "1.0.0", *, size: int = 2000, **fields: Any) -> str:
         path = f"firmware/m4/m4-fw-v{version}.bin"
-        self.image.add_artifact(path, self.blob(size, path), firmware_custom(version, **fields),
-                                self.now)
+        self.image.add_artifact(
+            path, self.blob(size, path), firmware_custom(version, **fields), self.now
+        )
         return path
 
-    def release(self, release_id: str, members: Iterable[tuple[str, str]], *, counter: int = 1,
-                hardware: Iterable[str] = ("mt3620",)) -> None:
+    def release(
+        self,
+        release_id: str,
+        members: Iterable[tuple[str, str]],
+        *,
+        counter: int = 1,
+        hardware: Iterable[str] = ("mt3620",),
+    ) -> None:
         self.image.add_release(release_id, counter, list(hardware), list(members), self.now)
         self.image.commit(self.now)
 
-    def simple_release(self, release_id: str = "r1", version: str = "1.0.0", counter: int = 1) -> str:
+    def simple_release(
+        self, release_id: str = "r1", version: str = "1.0.0", counter: int = 1
+    ) -> str:
         path = self.add_model("kws", version, counter=counter)
         self.release(release_id, [("m4-0", path), ("m4-1", path)], counter=counter)
         return path
 
     # -- devices -------------------------------------------------------------------------------
 
-    def device(self, device_id: str = "dev-1", hardware: str = "mt3620", *,
-               limits: DeviceLimits | None = None, url_device: str | None = None) -> DeviceVerifier:
+    def device(
+        self,
+        device_id: str = "dev-1",
+        hardware: str = "mt3620",
+        *,
+        limits: DeviceLimits | None = None,
+        url_device: str | None = None,
+    ) -> DeviceVerifier:
         return DeviceVerifier(
             DeviceIdentity(device_id, hardware),
             self.tmp / "devices" / device_id,
@@ -148,16 +189,18 @@ class World:
     def trusted_state(device: DeviceVerifier) -> dict[str, bytes]:
         """Every byte of the device's trusted state, to assert that an attack changed none."""
         root = device.state_dir
-        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-                if p.is_file()}
+        return {
+            str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+        }
 
     # -- attacker's tools ----------------------------------------------------------------------
 
     def meta(self, repo_prefix: str, name: str) -> Metadata[Any]:
         return Metadata.from_bytes(read_all(self.store, f"{repo_prefix}/metadata/{name}"))
 
-    def put_meta(self, repo_prefix: str, name: str, md: Metadata[Any],
-                 signers: Iterable[Signer] = ()) -> None:
+    def put_meta(
+        self, repo_prefix: str, name: str, md: Metadata[Any], signers: Iterable[Signer] = ()
+    ) -> None:
         """Re-sign `md` with `signers` (none: keep its signatures) and publish it under `name`."""
         signers = list(signers)
         if signers:

@@ -1,4 +1,4 @@
-"""Shared output helpers for CLI commands: rich tables for people, JSON for scripts, one error path."""
+"""Output helpers for CLI commands: rich tables for people, JSON for scripts, one error path."""
 
 from __future__ import annotations
 

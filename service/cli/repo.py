@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +19,7 @@ def init(data: Path | None = _context.DataOption, json_out: bool = JsonOption) -
     """Publish root, targets (with its delegations), snapshot and timestamp of both repositories."""
     service = _context.trust(data)
     with _context.errors():
-        image, director = service.init_repos(datetime.now(UTC))
+        service.init_repos(datetime.now(UTC))
     result = {
         "store": str(service.settings.repo_dir),
         "image_root_version": 1,
@@ -60,13 +61,23 @@ def status(data: Path | None = _context.DataOption, json_out: bool = JsonOption)
 
 
 @app.command("refresh")
-def refresh(data: Path | None = _context.DataOption, json_out: bool = JsonOption) -> None:
+def refresh(
+    data: Path | None = _context.DataOption,
+    every: int = typer.Option(0, min=0, help="Keep running, refreshing every N seconds (0: once)."),
+    json_out: bool = JsonOption,
+) -> None:
     """Re-sign whatever expires soon (run it on a schedule, e.g. hourly), so no device freezes."""
     service = _context.trust(data)
-    with _context.errors():
-        renewed = service.refresh(datetime.now(UTC))
-    if json_out:
-        emit_json(renewed)
-        return
-    console.print(f"image: {', '.join(renewed['image']) or 'nothing due'}")
-    console.print(f"director: {len(renewed['director'])} device(s) re-signed")
+    while True:
+        with _context.errors():
+            renewed = service.refresh(datetime.now(UTC))
+        if json_out:
+            emit_json(renewed)
+        else:
+            console.print(
+                f"image: {', '.join(renewed['image']) or 'nothing due'}; "
+                f"director: {len(renewed['director'])} device(s) re-signed"
+            )
+        if not every:
+            return
+        time.sleep(every)

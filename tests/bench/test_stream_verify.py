@@ -60,9 +60,11 @@ def test_streaming_verifier_throughput_against_hashlib() -> None:
     assert ours() == baseline() == sha
     base_s, ours_s = _best_of(5, baseline), _best_of(5, ours)
     ratio = base_s / ours_s
-    print(f"\nstream verify {total // MiB} MiB in {CHUNK // 1024} KiB chunks: hashlib "
-          f"{total / MiB / base_s:.0f} MiB/s, verifier {total / MiB / ours_s:.0f} MiB/s, "
-          f"throughput ratio {ratio:.3f} (aim >= 0.9)")
+    print(
+        f"\nstream verify {total // MiB} MiB in {CHUNK // 1024} KiB chunks: hashlib "
+        f"{total / MiB / base_s:.0f} MiB/s, verifier {total / MiB / ours_s:.0f} MiB/s, "
+        f"throughput ratio {ratio:.3f} (aim >= 0.9)"
+    )
 
 
 def _peak_above_baseline(fn: Callable[[], object]) -> int:
@@ -99,7 +101,9 @@ def test_peak_memory_verifying_a_large_target_from_a_store(tmp_path: Path) -> No
 
     ours = _peak_above_baseline(verify)
     baseline = _peak_above_baseline(hash_only)
-    print(f"\npeak traced memory verifying {total // MiB} MiB from a directory store: "
-          f"{ours / 1024:.0f} KiB above baseline (plain hashing of the same stream: "
-          f"{baseline / 1024:.0f} KiB; aim < 1024 KiB)")
+    print(
+        f"\npeak traced memory verifying {total // MiB} MiB from a directory store: "
+        f"{ours / 1024:.0f} KiB above baseline (plain hashing of the same stream: "
+        f"{baseline / 1024:.0f} KiB; aim < 1024 KiB)"
+    )
     assert ours < total // 4, "the verifier must stream, not buffer the target"

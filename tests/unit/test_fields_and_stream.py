@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from typing import Any
 
 import pytest
@@ -30,7 +31,11 @@ def _with(**changes: Any) -> dict[str, Any]:
 def test_valid_model_and_firmware_fields_parse() -> None:
     fields = ArtifactFields.parse(MODEL, model_custom(min_firmware="1.2.0"))
     assert (fields.kind, fields.core, fields.version, fields.min_firmware_version) == (
-        "model", "any", (1, 0, 0), (1, 2, 0))
+        "model",
+        "any",
+        (1, 0, 0),
+        (1, 2, 0),
+    )
     assert ArtifactFields.parse("firmware/m4/fw.bin", firmware_custom("2.1.0")).version == (2, 1, 0)
 
 
@@ -56,11 +61,26 @@ def test_valid_model_and_firmware_fields_parse() -> None:
         (MODEL, _with(selfTest=[{"input": "AAAA", "expected": "AAA=", "tolerance": 1}]), "bytes"),
         (MODEL, _with(minFirmwareVersion="latest"), "MAJOR.MINOR.PATCH"),
     ],
-    ids=["not-object", "firmware-fields-on-model-path", "model-fields-on-firmware-path",
-         "unknown-prefix", "no-hardware", "bad-core", "negative-counter", "bool-counter",
-         "short-version", "other-runtime", "bad-dtype", "zero-dimension", "zero-arena",
-         "no-operators", "no-selftest", "selftest-not-base64", "selftest-wrong-size",
-         "bad-min-firmware"],
+    ids=[
+        "not-object",
+        "firmware-fields-on-model-path",
+        "model-fields-on-firmware-path",
+        "unknown-prefix",
+        "no-hardware",
+        "bad-core",
+        "negative-counter",
+        "bool-counter",
+        "short-version",
+        "other-runtime",
+        "bad-dtype",
+        "zero-dimension",
+        "zero-arena",
+        "no-operators",
+        "no-selftest",
+        "selftest-not-base64",
+        "selftest-wrong-size",
+        "bad-min-firmware",
+    ],
 )
 def test_invalid_fields_are_refused_with_the_reason(path: str, custom: Any, message: str) -> None:
     with pytest.raises(ArtifactError, match=message):
@@ -69,8 +89,13 @@ def test_invalid_fields_are_refused_with_the_reason(path: str, custom: Any, mess
 
 def test_release_manifest_refuses_two_models_for_one_core() -> None:
     member = {"core": "m4-0", "kind": "model", "path": MODEL, "length": 1, "sha256": "0" * 64}
-    custom = {"kind": "release", "releaseId": "r1", "releaseCounter": 1, "hardwareIds": ["mt3620"],
-              "members": [member, member]}
+    custom = {
+        "kind": "release",
+        "releaseId": "r1",
+        "releaseCounter": 1,
+        "hardwareIds": ["mt3620"],
+        "members": [member, member],
+    }
     with pytest.raises(ArtifactError, match="two model members"):
         ReleaseManifest.parse(custom)
 
@@ -87,7 +112,7 @@ SHA = hashlib.sha256(DATA).hexdigest()
 def test_any_chunking_of_the_right_bytes_passes(cuts: list[int]) -> None:
     verifier = TargetStreamVerifier("t", len(DATA), SHA)
     edges = [0, *sorted(cuts), len(DATA)]
-    for start, end in zip(edges, edges[1:], strict=False):
+    for start, end in itertools.pairwise(edges):
         verifier.update(DATA[start:end])
     assert verifier.finish().sha256 == SHA
 

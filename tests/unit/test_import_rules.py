@@ -86,9 +86,9 @@ def _violations() -> list[str]:
                 problems.append(f"{where}: {module} may not import {target}")
             if _is_under(target, "service.cli") and not _is_under(module, "service.cli"):
                 problems.append(f"{where}: nothing outside service.cli may import it ({target})")
-            if rule in PURE and top not in sys.stdlib_module_names and top != "__future__":
-                if not _is_under(target, rule):
-                    problems.append(f"{where}: pure contract {module} imports non-stdlib {target}")
+            foreign = top not in sys.stdlib_module_names and top != "__future__"
+            if rule in PURE and foreign and not _is_under(target, rule):
+                problems.append(f"{where}: pure contract {module} imports non-stdlib {target}")
     return problems
 
 

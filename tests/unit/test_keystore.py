@@ -82,13 +82,15 @@ def test_an_external_key_is_a_configuration_change(tmp_path: Path) -> None:
     pem_path.write_bytes(external.private_bytes)
     public_pem = external.public_key.to_dict()["keyval"]["public"].encode()
     keystore = _store(tmp_path)
-    entry = keystore.add_external("image-timestamp-kms", "image", "timestamp",
-                                  f"file2:{pem_path}", public_pem)
+    entry = keystore.add_external(
+        "image-timestamp-kms", "image", "timestamp", f"file2:{pem_path}", public_pem
+    )
     ring = KeystoreKeyRing(keystore)
     [signer] = ring.signers("image", "timestamp")
     entry.public_key.verify_signature(signer.sign(b"x"), b"x")
-    assert json.loads((tmp_path / "keys" / "image-timestamp-kms.json").read_text())["uri"].startswith(
-        "file2:")
+    assert json.loads((tmp_path / "keys" / "image-timestamp-kms.json").read_text())[
+        "uri"
+    ].startswith("file2:")
 
 
 def test_an_unknown_uri_scheme_is_refused(tmp_path: Path) -> None:
