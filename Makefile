@@ -13,9 +13,20 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-setup: $(STAMP)
+# azure-iot-device pins paho-mqtt<2, so the hub's device-SDK tests run it from its own venv.
+.venv-azure-device/.installed:
+	@test -x .venv-azure-device/bin/python || $(PYTHON) -m venv .venv-azure-device
+	@.venv-azure-device/bin/python -m pip install --quiet 'azure-iot-device==2.14.0'
+	@touch $@
 
-demo: setup
+# System tools the tests use: mosquitto (the hub benchmark's C baseline). Debian packages.
+.venv-system.installed:
+	@command -v mosquitto >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq mosquitto; }
+	@touch $@
+
+setup: $(STAMP) .venv-azure-device/.installed .venv-system.installed
+
+demo: $(STAMP)
 	$(VENV)/bin/tinyfleet demo
 
 test: setup

@@ -21,7 +21,7 @@ from signing.director import Assignment, DirectorRepository
 from signing.fields import ReleaseManifest
 from signing.image_repo import DELEGATED_ROLES, ImageRepository
 from signing.keys import KeyEntry, KeyScheme, Keystore, KeystoreKeyRing
-from signing.store import DirectoryStore, RepositoryStore, StoreFetcher, read_all
+from signing.store import DirectoryStore, FileAnchor, RepositoryStore, StoreFetcher
 from signing.stream import VerifiedDigest
 
 __all__ = ["ArtifactSpec", "RoleStatus", "TrustService"]
@@ -148,17 +148,30 @@ class TrustService:
 
     def init_repos(self, now: datetime) -> tuple[ImageRepository, DirectorRepository]:
         threshold = self._root_threshold()
-        image = ImageRepository.create(self.store, self.keyring, now, root_threshold=threshold)
+        image = ImageRepository.create(
+            self.store, self.keyring, now, root_threshold=threshold, anchor=self._anchor("image")
+        )
         director = DirectorRepository.create(
-            self.store, self.keyring, image, now, root_threshold=threshold
+            self.store,
+            self.keyring,
+            image,
+            now,
+            root_threshold=threshold,
+            anchor=self._anchor("director"),
         )
         return image, director
 
     def image(self) -> ImageRepository:
-        return ImageRepository.open(self.store, self.keyring)
+        return ImageRepository.open(self.store, self.keyring, anchor=self._anchor("image"))
 
     def director(self, image: ImageRepository | None = None) -> DirectorRepository:
-        return DirectorRepository.open(self.store, self.keyring, image or self.image())
+        return DirectorRepository.open(
+            self.store, self.keyring, image or self.image(), anchor=self._anchor("director")
+        )
+
+    def _anchor(self, repo: str) -> FileAnchor:
+        """The last root this service published, kept beside the keys, not in the store."""
+        return FileAnchor(self.settings.data_dir / "anchors" / f"{repo}-root.json")
 
     def status(self) -> list[RoleStatus]:
         image = self.image()
@@ -239,13 +252,13 @@ class TrustService:
         keyids = [e.keyid for e in old]
         public = [e.public_key for e in new]
         try:
-            image = ImageRepository.open(self.store, self._ring)
+            image = ImageRepository.open(self.store, self._ring, anchor=self._anchor("image"))
             if repo == "image":
                 image.rotate(role, keyids, public, previous_root, now)
             else:
-                DirectorRepository.open(self.store, self._ring, image).rotate(
-                    role, keyids, public, previous_root, now
-                )
+                DirectorRepository.open(
+                    self.store, self._ring, image, anchor=self._anchor("director")
+                ).rotate(role, keyids, public, previous_root, now)
         except BaseException:
             for entry in old:
                 keystore.restore(entry.name)
@@ -290,16 +303,15 @@ class TrustService:
     ) -> DeviceVerifier:
         """A device reading this service's store, with the roots pinned at provisioning.
 
-        By default it pins each repository's first root, as a device provisioned on day one would,
-        and so walks the whole root chain.
+        By default it pins the service's current roots (verified from its anchors), as a device
+        provisioned today would.
         """
         director = self.director()
         return DeviceVerifier(
             DeviceIdentity(device_id, hardware),
             state_dir,
-            image_root=image_root or read_all(self.store, "image/metadata/1.root.json"),
-            director_root=director_root
-            or read_all(self.store, "director/root/metadata/1.root.json"),
+            image_root=image_root or director.image.root_bytes(),
+            director_root=director_root or director.root_bytes(),
             fetcher=StoreFetcher(self.store),
             image_url="store:///image/metadata/",
             director_url=f"store:///{director.metadata_prefix(device_id)}",

@@ -65,6 +65,10 @@ class ReleaseExistsError(PublishError):
     pass
 
 
+class RepositoryTamperedError(PublishError):
+    """What is in the store fails verification from the service's own trust anchor."""
+
+
 class FetchError(SigningError):
     """Metadata or a target could not be fetched; the device keeps its state and retries later."""
 

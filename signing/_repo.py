@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from securesystemslib.signer import Key, Signer
+from tuf.api.exceptions import LengthOrHashMismatchError, UnsignedMetadataError
 from tuf.api.metadata import (
     Metadata,
     MetaFile,
@@ -33,8 +34,8 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from signing._errors import PublishError
-from signing.store import CHUNK, RepositoryStore, StoreNotFound, read_all
+from signing._errors import PublishError, RepositoryTamperedError
+from signing.store import CHUNK, RepositoryStore, RootAnchor, StoreNotFound, read_all
 
 T = TypeVar("T", Root, Timestamp, Snapshot, Targets)
 TOP_ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
@@ -49,6 +50,15 @@ class KeyRing(Protocol):
     def signers(self, repo: str, role: str) -> list[Signer]: ...
 
 
+def _verify(delegator: Root | Targets, role: str, md: Metadata[Any], name: str) -> None:
+    try:
+        delegator.verify_delegate(role, md.signed_bytes, md.signatures)
+    except (UnsignedMetadataError, ValueError) as exc:
+        raise RepositoryTamperedError(
+            f"{name} is not signed by a threshold of {role} keys: {exc}"
+        ) from exc
+
+
 def serialize(md: Metadata[Any]) -> bytes:
     return md.to_bytes(_COMPACT)
 
@@ -56,11 +66,19 @@ def serialize(md: Metadata[Any]) -> bytes:
 class PublishedRepository:
     """In-memory view of one published TUF repository, with the operations to change it."""
 
-    def __init__(self, store: RepositoryStore, prefix: str, repo: str, keyring: KeyRing) -> None:
+    def __init__(
+        self,
+        store: RepositoryStore,
+        prefix: str,
+        repo: str,
+        keyring: KeyRing,
+        anchor: RootAnchor | None = None,
+    ) -> None:
         self.store = store
         self.prefix = prefix
         self.repo = repo  # the keyring's name for this repository's keys ("image", "director")
         self.keyring = keyring
+        self.anchor = anchor
         self.root: Metadata[Root] | None = None
         self.targets: Metadata[Targets] | None = None
         self.snapshot: Metadata[Snapshot] | None = None
@@ -95,10 +113,51 @@ class PublishedRepository:
     def exists(self) -> bool:
         return bool(self.root_versions())
 
-    def load(self) -> None:
+    def load(self, *, trusted_root: Metadata[Root] | None = None) -> None:
+        """Load the published state, verifying it like a client before anything re-signs it.
+
+        Trust starts at the anchor (the last root this service published, kept outside the
+        store) or at `trusted_root` (a director device folder, under the director's root); the
+        root chain, every signature, and every length and hash the parents list must hold.
+        Expiry is not checked: re-signing expired metadata is how a repository recovers.
+        """
+        if trusted_root is None:
+            trusted_root = self._verified_root()
+        self.root = trusted_root
+        try:
+            timestamp = self._read("timestamp.json", Timestamp)
+        except StoreNotFound:
+            return
+        root = trusted_root.signed
+        _verify(root, "timestamp", timestamp, "timestamp.json")
+        snapshot_meta = timestamp.signed.snapshot_meta
+        snapshot = self._read_listed("snapshot", snapshot_meta, Snapshot)
+        _verify(root, "snapshot", snapshot, "snapshot.json")
+        targets_meta = snapshot.signed.meta.get("targets.json")
+        if targets_meta is None:
+            raise RepositoryTamperedError(f"{self.prefix}: snapshot lists no targets.json")
+        targets = self._read_listed("targets", targets_meta, Targets)
+        _verify(root, "targets", targets, "targets.json")
+        delegated = {}
+        for name, meta in snapshot.signed.meta.items():
+            role = name.removesuffix(".json")
+            if role == Targets.type:
+                continue
+            md = self._read_listed(role, meta, Targets)
+            _verify(targets.signed, role, md, name)
+            delegated[role] = md
+        self.timestamp, self.snapshot, self.targets, self.delegated = (
+            timestamp,
+            snapshot,
+            targets,
+            delegated,
+        )
+
+    def load_unverified(self) -> None:
+        """Read the store as it is, trusting nothing: for tools that inspect or attack it."""
         versions = self.root_versions()
         if not versions:
-            raise PublishError(f"no repository at {self.prefix} (run `tinyfleet repo init`)")
+            raise PublishError(f"no repository at {self.prefix}")
         self.root = self._read(f"{versions[-1]}.root.json", Root)
         try:
             self.timestamp = self._read("timestamp.json", Timestamp)
@@ -114,6 +173,45 @@ class PublishedRepository:
                 self.targets = md
             else:
                 self.delegated[role] = md
+
+    def _read_listed(self, role: str, meta: MetaFile, cls: type[T]) -> Metadata[T]:
+        name = f"{meta.version}.{role}.json"
+        data = read_all(self.store, self.meta_path(name))
+        try:
+            meta.verify_length_and_hashes(data)
+        except LengthOrHashMismatchError as exc:
+            raise RepositoryTamperedError(f"{self.prefix}/{name}: {exc}") from exc
+        md = Metadata[T].from_bytes(data)
+        if not isinstance(md.signed, cls) or md.signed.version != meta.version:
+            raise RepositoryTamperedError(f"{self.prefix}/{name} is not what its parent lists")
+        return md
+
+    def _verified_root(self) -> Metadata[Root]:
+        """Walk the root chain in the store from the anchor; move the anchor forward."""
+        if self.anchor is None:
+            raise PublishError(f"{self.prefix}: no trust anchor; refusing to sign over the store")
+        anchored = self.anchor.load()
+        if anchored is None:
+            raise PublishError(
+                f"{self.prefix}: the trust anchor is missing (was the repository "
+                "created from this data directory?)"
+            )
+        root = Metadata[Root].from_bytes(anchored)
+        while True:
+            name = f"{root.signed.version + 1}.root.json"
+            if not self.store.exists(self.meta_path(name)):
+                break
+            new = self._read(name, Root)
+            _verify(root.signed, "root", new, name)
+            _verify(new.signed, "root", new, name)
+            if new.signed.version != root.signed.version + 1:
+                raise RepositoryTamperedError(
+                    f"{self.prefix}/{name} has version {new.signed.version}"
+                )
+            root = new
+        if root.signed.version != Metadata[Root].from_bytes(anchored).signed.version:
+            self.anchor.save(serialize(root))
+        return root
 
     # -- signing and publishing --------------------------------------------------------------
 
@@ -133,7 +231,9 @@ class PublishedRepository:
     def publish_root(self, root: Root, *, previous_signers: Iterable[Signer] = ()) -> None:
         md = Metadata(root)
         self._sign(md, Root.type, extra=previous_signers)
-        self._put(f"{root.version}.root.json", md)
+        data = self._put(f"{root.version}.root.json", md)
+        if self.anchor is not None:
+            self.anchor.save(data)
         self.root = md
 
     def publish_targets(

@@ -364,6 +364,14 @@ class DeviceVerifier:
                 f"targets {sorted(actual)} are not what release {manifest.release_id} signs"
                 f" for those cores ({sorted(expected)})"
             )
+        # The release pins each member's bytes: a role that re-signs a released path (a stolen
+        # model key) must not slip other bytes into the bundle under the same name.
+        pinned = {(m.core, m.kind, m.path): (m.length, m.sha256) for m in manifest.members}
+        for target in verified:
+            if pinned[(target.core, target.kind, target.path)] != (target.length, target.sha256):
+                raise MixedBundleError(
+                    f"{target.path}: release {manifest.release_id} signs other bytes for it"
+                )
         installed = self.installed()
         firmware = {t.core: t.fields.version for t in verified if t.kind == "firmware"}
         for target in verified:
@@ -380,7 +388,8 @@ class DeviceVerifier:
         installed = self.installed()
         if manifest.release_counter < installed.release_counter:
             raise ReleaseRollbackError(
-                f"release counter {manifest.release_counter} < installed {installed.release_counter}"
+                f"release counter {manifest.release_counter} < installed "
+                f"{installed.release_counter}"
             )
         for target in verified:
             if target.fields.release_counter < installed.counter(target.core, target.kind):

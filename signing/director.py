@@ -25,9 +25,15 @@ from securesystemslib.signer import Key, Signer
 from tuf.api.metadata import Metadata, Root, TargetFile, Targets
 
 from signing._errors import ArtifactError, PublishError
-from signing._repo import KeyRing, PublishedRepository, expiry, new_root
+from signing._repo import (
+    KeyRing,
+    PublishedRepository,
+    expiry,
+    new_root,
+    serialize,
+)
 from signing.image_repo import ImageRepository
-from signing.store import RepositoryStore, read_all
+from signing.store import MemoryAnchor, RepositoryStore, RootAnchor, read_all
 
 __all__ = [
     "DIRECTOR_FIELD",
@@ -76,13 +82,14 @@ class DirectorRepository:
         image: ImageRepository,
         policy: DirectorExpiry | None = None,
         prefix: str = "director",
+        anchor: RootAnchor | None = None,
     ) -> None:
         self.store = store
         self.keyring = keyring
         self.image = image
         self.policy = policy or DirectorExpiry()
         self.prefix = prefix
-        self._root_repo = PublishedRepository(store, f"{prefix}/root", self.REPO, keyring)
+        self._root_repo = PublishedRepository(store, f"{prefix}/root", self.REPO, keyring, anchor)
 
     @classmethod
     def create(
@@ -95,8 +102,9 @@ class DirectorRepository:
         root_threshold: int = 1,
         policy: DirectorExpiry | None = None,
         prefix: str = "director",
+        anchor: RootAnchor | None = None,
     ) -> DirectorRepository:
-        director = cls(store, keyring, image, policy, prefix)
+        director = cls(store, keyring, image, policy, prefix, anchor or MemoryAnchor())
         if director._root_repo.exists():
             raise PublishError(f"a director repository exists already at {prefix}")
         root = new_root(
@@ -113,8 +121,9 @@ class DirectorRepository:
         image: ImageRepository,
         policy: DirectorExpiry | None = None,
         prefix: str = "director",
+        anchor: RootAnchor | None = None,
     ) -> DirectorRepository:
-        director = cls(store, keyring, image, policy, prefix)
+        director = cls(store, keyring, image, policy, prefix, anchor)
         if not director._root_repo.exists():
             raise PublishError(f"no director repository at {prefix} (run `tinyfleet repo init`)")
         director._root_repo.load()
@@ -124,28 +133,36 @@ class DirectorRepository:
         return f"{self.prefix}/devices/{check_device_id(device_id)}/metadata/"
 
     def root_bytes(self) -> bytes:
-        versions = self._root_repo.root_versions()
-        return read_all(self.store, self._root_repo.meta_path(f"{versions[-1]}.root.json"))
+        """The verified current director root, to pin on devices at provisioning."""
+        assert self._root_repo.root is not None
+        return serialize(self._root_repo.root)
 
     def devices(self) -> list[str]:
         names = self.store.list(f"{self.prefix}/devices/")
         return sorted({n[len(self.prefix) + 9 :].split("/", 1)[0] for n in names})
 
-    def _device_repo(self, device_id: str) -> PublishedRepository:
+    def _device_repo(
+        self, device_id: str, verify_with: Metadata[Root] | None = None
+    ) -> PublishedRepository:
+        """A device's repository, verified under the director root (or `verify_with`, the root
+        that signed it when a rotation is re-signing it under a new one)."""
         repo = PublishedRepository(
             self.store,
             f"{self.prefix}/devices/{check_device_id(device_id)}",
             self.REPO,
             self.keyring,
         )
+        trusted = self._root_repo.root
+        assert trusted is not None
         have = set(repo.root_versions())
-        for version in self._root_repo.root_versions():
+        for version in range(1, trusted.signed.version + 1):  # only roots the chain verified
             if version not in have:
                 name = f"{version}.root.json"
                 self.store.put(
                     repo.meta_path(name), [read_all(self.store, self._root_repo.meta_path(name))]
                 )
-        repo.load()
+        repo.load(trusted_root=verify_with or trusted)
+        repo.root = trusted
         return repo
 
     def _publish(
@@ -219,7 +236,7 @@ class DirectorRepository:
         return Assignment(device_id, field.get("releaseId"), repo.targets.signed.version)
 
     def refresh(self, now: datetime, within: timedelta) -> list[str]:
-        """Re-sign the timestamp (and what else is close to expiry) of every device that needs it."""
+        """Re-sign each device's timestamp (and whatever else is close to expiry) when due."""
         renewed = []
         for device_id in self.devices():
             repo = self._device_repo(device_id)
@@ -260,9 +277,13 @@ class DirectorRepository:
             root.add_key(key, role)
         root.version += 1
         root.expires = expiry(now, self.policy.root)
+        previous = self._root_repo.root
         self._root_repo.publish_root(root, previous_signers=previous_root_signers)
         for device_id in self.devices():
-            repo = self._device_repo(device_id)  # copies the new root into the device's folder
+            # verified under the root that signed it, re-signed under the new one; the new root is
+            # copied into the device's folder. (A crash midway leaves devices this loop did not
+            # reach signed by the old key: rerun the rotation's re-signing; see docs/signing.md.)
+            repo = self._device_repo(device_id, verify_with=previous)
             if repo.targets is None or role == "root":
                 continue
             if role == "targets":

@@ -24,9 +24,15 @@ from securesystemslib.signer import Key, Signer
 from tuf.api.metadata import DelegatedRole, Delegations, Metadata, Root, TargetFile, Targets
 
 from signing._errors import ArtifactError, PublishError, ReleaseExistsError
-from signing._repo import KeyRing, PublishedRepository, expiry, new_root
+from signing._repo import (
+    KeyRing,
+    PublishedRepository,
+    expiry,
+    new_root,
+    serialize,
+)
 from signing.fields import ArtifactFields, ReleaseManifest, ReleaseMember, kind_for_path
-from signing.store import RepositoryStore, read_all
+from signing.store import MemoryAnchor, RepositoryStore, RootAnchor
 
 __all__ = ["DELEGATED_ROLES", "ExpiryPolicy", "ImageRepository"]
 
@@ -60,9 +66,10 @@ class ImageRepository:
         keyring: KeyRing,
         policy: ExpiryPolicy | None = None,
         prefix: str = "image",
+        anchor: RootAnchor | None = None,
     ) -> None:
         self.policy = policy or ExpiryPolicy()
-        self._repo = PublishedRepository(store, prefix, self.REPO, keyring)
+        self._repo = PublishedRepository(store, prefix, self.REPO, keyring, anchor)
         self._keyring = keyring
 
     @property
@@ -81,8 +88,10 @@ class ImageRepository:
         root_threshold: int = 1,
         policy: ExpiryPolicy | None = None,
         prefix: str = "image",
+        anchor: RootAnchor | None = None,
     ) -> ImageRepository:
-        repo = cls(store, keyring, policy, prefix)
+        """Publish a new repository; `anchor` keeps its root for later verified loads."""
+        repo = cls(store, keyring, policy, prefix, anchor or MemoryAnchor())
         if repo._repo.exists():
             raise PublishError(f"an image repository exists already at {prefix}")
         root = new_root(keyring, cls.REPO, {"root": root_threshold}, expiry(now, repo.policy.root))
@@ -107,8 +116,10 @@ class ImageRepository:
         keyring: KeyRing,
         policy: ExpiryPolicy | None = None,
         prefix: str = "image",
+        anchor: RootAnchor | None = None,
     ) -> ImageRepository:
-        repo = cls(store, keyring, policy, prefix)
+        """Load the published repository, verified from `anchor` (`PublishedRepository.load`)."""
+        repo = cls(store, keyring, policy, prefix, anchor)
         repo._repo.load()
         return repo
 
@@ -154,10 +165,10 @@ class ImageRepository:
     def releases(self) -> list[ReleaseManifest]:
         return [ReleaseManifest.parse(t.custom) for t in self.targets("release")]
 
-    def root_bytes(self, version: int | None = None) -> bytes:
-        """The root to pin on devices at provisioning (the newest unless a version is asked)."""
-        chosen = version or self._repo.root_versions()[-1]
-        return read_all(self._repo.store, self._repo.meta_path(f"{chosen}.root.json"))
+    def root_bytes(self) -> bytes:
+        """The verified current root, to pin on devices at provisioning."""
+        assert self._repo.root is not None
+        return serialize(self._repo.root)
 
     # -- changing ----------------------------------------------------------------------------
 
@@ -259,7 +270,7 @@ class ImageRepository:
         previous_root_signers: Sequence[Signer],
         now: datetime,
     ) -> None:
-        """Replace `old_keyids` of `role` by `new_keys`; the keyring must already serve the new keys.
+        """Replace `old_keyids` of `role` by `new_keys` (which the keyring must already serve).
 
         `previous_root_signers` sign the new root next to the new root keys, as the TUF root chain
         requires (a threshold of the old root and of the new).
@@ -318,6 +329,7 @@ def _check_compatibility(manifest: ReleaseManifest, repo: ImageRepository) -> No
         fw = ArtifactFields.parse(fw_info.path, fw_info.custom)
         if model.min_firmware_version and fw.version < model.min_firmware_version:
             raise ArtifactError(
-                f"{member.path} needs firmware >= {'.'.join(map(str, model.min_firmware_version))}, "
+                f"{member.path} needs firmware >= "
+                f"{'.'.join(map(str, model.min_firmware_version))}, "
                 f"the release carries {'.'.join(map(str, fw.version))}"
             )

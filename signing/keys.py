@@ -194,7 +194,7 @@ class Keystore:
     def add_external(
         self, name: str, repo: str, role: str, uri: str, public_pem: bytes
     ) -> KeyEntry:
-        """Register a key kept elsewhere (Azure Key Vault, an HSM): only its public part is stored."""
+        """Register a key kept elsewhere (Azure Key Vault, an HSM); only its public part is kept."""
         if not _NAME.match(name):
             raise KeystoreError(f"invalid key name {name!r}")
         scheme = parse.urlparse(uri).scheme

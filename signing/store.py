@@ -19,9 +19,18 @@ from tuf.api.exceptions import DownloadHTTPError
 from tuf.ngclient import FetcherInterface
 
 from signing._errors import PublishError
-from signing._files import fsync_dir
+from signing._files import atomic_write, fsync_dir
 
-__all__ = ["DirectoryStore", "MemoryStore", "RepositoryStore", "StoreFetcher", "StoreNotFound"]
+__all__ = [
+    "DirectoryStore",
+    "FileAnchor",
+    "MemoryAnchor",
+    "MemoryStore",
+    "RepositoryStore",
+    "RootAnchor",
+    "StoreFetcher",
+    "StoreNotFound",
+]
 
 CHUNK = 64 * 1024
 
@@ -134,6 +143,36 @@ class DirectoryStore:
             return []
         found = (p.relative_to(self.root).as_posix() for p in self.root.rglob("*") if p.is_file())
         return sorted(p for p in found if p.startswith(prefix) and not p.endswith(".partial"))
+
+
+class RootAnchor(Protocol):
+    """Where the service keeps the last root it published, outside the store it publishes to."""
+
+    def load(self) -> bytes | None: ...
+
+    def save(self, data: bytes) -> None: ...
+
+
+class MemoryAnchor:
+    def __init__(self) -> None:
+        self._data: bytes | None = None
+
+    def load(self) -> bytes | None:
+        return self._data
+
+    def save(self, data: bytes) -> None:
+        self._data = data
+
+
+class FileAnchor:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> bytes | None:
+        return self.path.read_bytes() if self.path.exists() else None
+
+    def save(self, data: bytes) -> None:
+        atomic_write(self.path, data, mode=0o600)
 
 
 class StoreFetcher(FetcherInterface):

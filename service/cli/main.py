@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from service.cli import demo, keys, release, repo
+from service.cli import demo, hub, keys, release, repo
 
 app = typer.Typer(
     name="tinyfleet",
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.add_typer(keys.app, name="keys")
 app.add_typer(repo.app, name="repo")
 app.add_typer(release.app, name="release")
+app.add_typer(hub.app, name="hub")
 app.command(name="demo")(demo.demo)
 
 
