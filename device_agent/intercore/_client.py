@@ -1,0 +1,420 @@
+"""`CoreClient`: the agent's handle on one real-time core. A thin synchronous driver over the
+pure ICC link: every call sends a request, pumps the transport until the answer arrives or the
+deadline passes, and queues whatever else the core sent (inference results, logs, heartbeats,
+spontaneous reverts) as events for `poll()`.
+
+Memory: `stage()` consumes the model as an iterator of chunks and holds at most one chunk plus
+`window` frames in flight, whatever the model size. Not thread-safe: one owner per client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from device_agent.intercore._errors import CoreRefusedError, CoreStateError, CoreUnavailableError
+from device_agent.intercore._events import (
+    CoreEvent,
+    CoreHeartbeat,
+    CoreLog,
+    CoreReverted,
+    CoreStatus,
+    InferenceResult,
+    SelfTestReport,
+)
+from device_agent.intercore._state import HostPhase, next_phase
+from device_agent.intercore._target import ModelTarget
+from device_agent.intercore._transport import CoreTransport
+from firmware.icc import (
+    NO_SLOT,
+    OVERHEAD_BYTES,
+    PROTOCOL_VERSION,
+    SLOT_ANY,
+    Abort,
+    Ack,
+    Activate,
+    Begin,
+    Caps,
+    Confirm,
+    Data,
+    DeviceProfile,
+    End,
+    Heartbeat,
+    Hello,
+    IccError,
+    Inference,
+    Log,
+    Message,
+    MessageType,
+    Nack,
+    ReasonCode,
+    ReliableLink,
+    Revert,
+    SelfTest,
+    Status,
+    Vector,
+    VectorPart,
+)
+
+__all__ = ["ClientLimits", "CoreClient"]
+
+_DATA_HEADER = 4  # DATA: u32 offset
+_VECTOR_HEADER = 7  # VECTOR: index, part, tolerance, u16 total, u16 offset
+
+
+@dataclass(frozen=True)
+class ClientLimits:
+    response_timeout_s: float = 10.0  # how long to wait for an answer to one request
+    selftest_timeout_s: float = 30.0  # ACTIVATE loads and tests a model: allow more
+    max_events: int = 256  # events kept for poll(); the oldest are dropped (and counted) beyond
+
+
+class CoreClient:
+    def __init__(
+        self,
+        transport: CoreTransport,
+        profile: DeviceProfile,
+        *,
+        limits: ClientLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        nonce: Callable[[], int] = lambda: random.getrandbits(32),
+    ) -> None:
+        self.profile = profile
+        self.limits = limits or ClientLimits()
+        self._transport = transport
+        self._clock = clock
+        self._nonce = nonce
+        self._link = ReliableLink.for_profile(profile)
+        self._replies: list[Message] = []
+        self._events: deque[CoreEvent] = deque()
+        self.dropped_events = 0
+        self.phase = HostPhase.DISCONNECTED
+        self.core_id = ""
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def connect(self) -> CoreStatus:
+        """Open a session (HELLO/CAPS) and return the core's status.
+
+        Raises:
+            CoreRefusedError: no protocol version in common (reason VERSION_UNSUPPORTED).
+            CoreUnavailableError: no answer within the response timeout.
+        """
+        self._link = ReliableLink.for_profile(self.profile)
+        nonce = self._nonce() & 0xFFFFFFFF
+        hello = Hello(
+            nonce, 1, PROTOCOL_VERSION, self.profile.max_message_bytes, self.profile.window
+        )
+        deadline = self._clock() + self.limits.response_timeout_s
+        self._replies.clear()
+        while True:
+            self._link.send_unsequenced(hello)
+            resend_at = min(deadline, self._clock() + self.profile.retransmit_timeout_s)
+            while self._clock() < resend_at:
+                self._pump(resend_at)
+                for reply in self._take_replies():
+                    if isinstance(reply, Caps) and reply.nonce == nonce:
+                        self._link.reset(
+                            max_message_bytes=reply.max_message_bytes, window=reply.window
+                        )
+                        return self._connected(reply)
+                    if isinstance(reply, Nack) and reply.ref_type == MessageType.HELLO:
+                        raise CoreRefusedError(MessageType.HELLO, reply.reason, reply.detail)
+            if self._clock() >= deadline:
+                raise CoreUnavailableError("the core did not answer HELLO")
+
+    def status(self) -> CoreStatus:
+        """A fresh status from the core (STATUS/CAPS)."""
+        self._require_connected()
+        caps = self._request(Status(), lambda m: isinstance(m, Caps))
+        assert isinstance(caps, Caps)
+        return CoreStatus.from_caps(caps)
+
+    def stage(self, target: ModelTarget, chunks: Iterable[bytes]) -> int:
+        """Stream a verified model into the core's inactive slot; return the slot.
+
+        `chunks` yields the model bytes in order (any chunk sizes); it may raise to abort (the
+        core then discards the partial slot and the exception propagates).
+
+        Raises:
+            CoreRefusedError: refused before transfer (BUDGET_EXCEEDED, OPERATOR_UNSUPPORTED,
+                FIRMWARE_TOO_OLD, BUSY, ...) or after it (LENGTH_MISMATCH, HASH_MISMATCH, ...).
+            CoreUnavailableError: the core stopped answering.
+            CoreStateError: a trial is waiting for confirm or revert.
+        """
+        self._advance("stage")
+        try:
+            begin = Begin(
+                SLOT_ANY, target.model_id, target.version, target.length, target.sha256,
+                target.arena_bytes, target.input, target.output, target.min_firmware_version,
+                target.operators, len(target.self_test),
+            )  # fmt: skip
+            slot = self._expect_ack(
+                self._request(begin, _answers(MessageType.BEGIN)), MessageType.BEGIN
+            )
+            try:
+                self._send_vectors(target)
+                self._send_model(chunks)
+            except CoreRefusedError:
+                raise
+            except CoreUnavailableError:
+                raise
+            except BaseException:
+                self._abort()
+                raise
+            self._expect_ack(self._request(End(), _answers(MessageType.END)), MessageType.END)
+        except BaseException:
+            self.phase = (
+                next_phase(self.phase, "failed") if self.phase == HostPhase.STAGING else self.phase
+            )
+            raise
+        self._advance("staged")
+        return slot
+
+    def activate(self, slot: int, *, confirm_timeout_s: float = 60.0) -> SelfTestReport:
+        """Load the staged slot, run its self-test, and start the trial.
+
+        The core reverts by itself if `confirm()` does not follow within `confirm_timeout_s`.
+
+        Raises:
+            CoreRefusedError: the model failed to load or its self-test failed (`reason` says
+                which); the core already went back to its previous model.
+        """
+        self._require(HostPhase.STAGED, "activate")
+        msg = Activate(slot, int(confirm_timeout_s * 1000))
+        reply = self._request(
+            msg,
+            lambda m: (
+                isinstance(m, SelfTest)
+                or (isinstance(m, Nack) and m.ref_type == MessageType.ACTIVATE)
+            ),
+            timeout=self.limits.selftest_timeout_s,
+        )
+        if isinstance(reply, Nack):
+            raise CoreRefusedError(MessageType.ACTIVATE, reply.reason, reply.detail)
+        assert isinstance(reply, SelfTest)
+        report = SelfTestReport.from_message(reply)
+        if not reply.passed:
+            self._advance("rejected")
+            raise CoreRefusedError(MessageType.SELFTEST, reply.reason, report.summary)
+        self._advance("activated")
+        return report
+
+    def confirm(self, slot: int) -> None:
+        """Make the trial model the confirmed one."""
+        self._require(HostPhase.TRIAL, "confirm")
+        self._expect_ack(
+            self._request(Confirm(slot), _answers(MessageType.CONFIRM)), MessageType.CONFIRM
+        )
+        self._advance("confirmed")
+
+    def revert(self) -> int | None:
+        """End a trial, or roll a confirmed model back to the previous one; return the slot
+        now running (None if the core has no model left).
+
+        Raises:
+            CoreRefusedError: NOTHING_TO_REVERT.
+        """
+        self._require_connected()
+        reply = self._request(
+            Revert(NO_SLOT, ReasonCode.HOST_REQUESTED),
+            lambda m: (
+                isinstance(m, Revert) or (isinstance(m, Nack) and m.ref_type == MessageType.REVERT)
+            ),
+        )
+        if isinstance(reply, Nack):
+            raise CoreRefusedError(MessageType.REVERT, reply.reason, reply.detail)
+        assert isinstance(reply, Revert)
+        self._advance("reverted")
+        return None if reply.slot == NO_SLOT else reply.slot
+
+    def poll(self, timeout: float = 0.0) -> list[CoreEvent]:
+        """Pump the link for up to `timeout` seconds and return the queued events."""
+        if self.phase != HostPhase.DISCONNECTED:
+            deadline = self._clock() + timeout
+            self._pump(deadline)
+            while self._clock() < deadline and not self._events:
+                self._pump(deadline)
+        events = list(self._events)
+        self._events.clear()
+        return events
+
+    @property
+    def link_stats(self) -> dict[str, int]:
+        stats = vars(self._link.stats)
+        return {**stats, "dropped_events": self.dropped_events}
+
+    def close(self) -> None:
+        self._transport.close()
+        self.phase = HostPhase.DISCONNECTED
+
+    # -- transfer helpers ----------------------------------------------------------------------
+
+    def _room(self, header: int) -> int:
+        return self._link.max_message_bytes - OVERHEAD_BYTES - header
+
+    def _send_flow(self, message: Message) -> None:
+        """Send with back-pressure: wait while the window is full."""
+        deadline = self._clock() + self.limits.response_timeout_s
+        while not self._link.can_send():
+            if self._clock() >= deadline:
+                raise CoreUnavailableError("the core stopped acknowledging data")
+            self._pump(deadline, until_progress=True)
+            self._raise_on_nack()
+        self._link.send(message)
+        self._flush()
+        self._raise_on_nack()
+
+    def _send_vectors(self, target: ModelTarget) -> None:
+        room = self._room(_VECTOR_HEADER)
+        for index, vector in enumerate(target.self_test):
+            for part, data in (
+                (VectorPart.INPUT, vector.input),
+                (VectorPart.EXPECTED, vector.expected),
+            ):
+                for offset in range(0, max(len(data), 1), room):
+                    piece = data[offset : offset + room]
+                    self._send_flow(Vector(index, part, vector.tolerance, len(data), offset, piece))
+
+    def _send_model(self, chunks: Iterable[bytes]) -> None:
+        room, offset = self._room(_DATA_HEADER), 0
+        for chunk in chunks:
+            view = memoryview(chunk)
+            for start in range(0, len(view), room):
+                piece = bytes(view[start : start + room])
+                self._send_flow(Data(offset, piece))
+                offset += len(piece)
+
+    def _abort(self) -> None:
+        with contextlib.suppress(CoreUnavailableError, CoreRefusedError):
+            self._request(Abort(ReasonCode.ABORTED), _answers(MessageType.ABORT))
+
+    def _raise_on_nack(self) -> None:
+        for reply in self._replies:
+            if isinstance(reply, Nack):
+                self._replies.remove(reply)
+                raise CoreRefusedError(reply.ref_type, reply.reason, reply.detail)
+
+    # -- request/response ----------------------------------------------------------------------
+
+    def _request(
+        self, message: Message, matches: Callable[[Message], bool], *, timeout: float | None = None
+    ) -> Message:
+        self._raise_on_nack()  # a refusal of an earlier message of this operation wins
+        self._replies.clear()
+        self._link.send(message)
+        deadline = self._clock() + (timeout or self.limits.response_timeout_s)
+        while True:
+            for reply in self._take_replies():
+                if matches(reply):
+                    return reply
+                if isinstance(reply, Nack):  # a refusal of an earlier request in this operation
+                    raise CoreRefusedError(reply.ref_type, reply.reason, reply.detail)
+            if self._clock() >= deadline:
+                raise CoreUnavailableError(f"no answer to {type(message).__name__} in time")
+            self._pump(deadline, until_progress=True)
+
+    @staticmethod
+    def _expect_ack(reply: Message, step: MessageType) -> int:
+        if isinstance(reply, Nack):
+            raise CoreRefusedError(step, reply.reason, reply.detail)
+        assert isinstance(reply, Ack)
+        return reply.value
+
+    def _take_replies(self) -> list[Message]:
+        replies, self._replies = self._replies, []
+        return replies
+
+    def _flush(self) -> None:
+        try:
+            frames = self._link.outbound(self._clock())
+        except IccError as exc:
+            self.phase = HostPhase.DISCONNECTED
+            raise CoreUnavailableError(str(exc)) from exc
+        for frame in frames:
+            self._transport.send(frame)
+
+    def _pump(self, deadline: float, *, until_progress: bool = False) -> None:
+        """Flush, then receive for at most until `deadline` (or the next retransmission)."""
+        self._flush()
+        while True:
+            now = self._clock()
+            wake = self._link.next_deadline()
+            wait = min(deadline, wake) - now if wake is not None else deadline - now
+            try:
+                data = self._transport.recv(max(0.0, min(wait, 0.05)))
+            except CoreUnavailableError:
+                self.phase = HostPhase.DISCONNECTED
+                raise
+            if data is not None:
+                for message in self._link.receive(data):
+                    self._dispatch(message)
+                self._flush()
+                return
+            self._flush()
+            if not until_progress or self._clock() >= deadline:
+                return
+
+    def _dispatch(self, message: Message) -> None:
+        event: CoreEvent | None = None
+        match message:
+            case Inference():
+                event = InferenceResult.from_message(self.core_id, message)
+            case Log():
+                event = CoreLog(self.core_id, message.level.name.lower(), message.text)
+            case Heartbeat():
+                running = None if message.active_slot == NO_SLOT else message.active_slot
+                state = message.state.name.lower()
+                event = CoreHeartbeat(
+                    self.core_id, message.uptime_ms, state, running, message.inferences
+                )
+            case Revert() if message.reason != ReasonCode.HOST_REQUESTED:
+                event = CoreReverted(
+                    self.core_id,
+                    None if message.slot == NO_SLOT else message.slot,
+                    message.reason.name,
+                )
+                if self.phase == HostPhase.TRIAL:
+                    self.phase = HostPhase.READY
+            case _:
+                self._replies.append(message)
+        if event is not None:
+            if len(self._events) >= self.limits.max_events:
+                self._events.popleft()
+                self.dropped_events += 1
+            self._events.append(event)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _connected(self, caps: Caps) -> CoreStatus:
+        status = CoreStatus.from_caps(caps)
+        self.core_id = caps.core_id
+        if caps.trial_slot != NO_SLOT:
+            event = "connect-trial"
+        elif any(s.state.name == "STAGED" for s in caps.slots):
+            event = "connect-staged"
+        else:
+            event = "connect-ready"
+        self.phase = next_phase(
+            HostPhase.READY if self.phase == HostPhase.STAGING else self.phase, event
+        )
+        return status
+
+    def _advance(self, event: str) -> None:
+        self.phase = next_phase(self.phase, event)
+
+    def _require(self, phase: HostPhase, action: str) -> None:
+        if self.phase != phase:
+            raise CoreStateError(f"cannot {action} while the core is {self.phase.value}")
+
+    def _require_connected(self) -> None:
+        if self.phase == HostPhase.DISCONNECTED:
+            raise CoreStateError("not connected: call connect() first")
+
+
+def _answers(step: MessageType) -> Callable[[Message], bool]:
+    return lambda m: isinstance(m, Ack | Nack) and m.ref_type == step

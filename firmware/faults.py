@@ -1,0 +1,56 @@
+"""Fault injection hooks for the simulated cores: die at a named point or at a message boundary.
+
+A real power cut can happen between any two instructions; these hooks let tests stop the core
+process at the points where that matters (between writing a slot and recording it, between
+recording a trial and loading it, ...) and at every inbound message, with `os._exit` so that
+nothing is flushed or cleaned up, exactly like SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+__all__ = ["CRASH_EXIT_CODE", "CRASH_POINTS", "FaultHooks"]
+
+CRASH_EXIT_CODE = 86
+
+# Every named point the core passes during a swap, in the order it passes them.
+CRASH_POINTS = (
+    "begin:cleared",  # the target slot was marked empty, before any byte was written
+    "data:written",  # a DATA chunk reached the partial slot file
+    "end:renamed",  # the verified slot file is in place, the table does not list it yet
+    "end:recorded",  # the table lists the slot as staged
+    "table:temp-written",  # a new table is in its temp file, not yet renamed
+    "activate:recorded",  # the trial is recorded, the model not yet loaded
+    "activate:tested",  # the self-test ran, its result not yet sent
+    "confirm:recorded",  # the confirmation is recorded, not yet acknowledged
+)
+
+
+@dataclass
+class FaultHooks:
+    """Which fault to inject; the default injects nothing."""
+
+    crash_point: str | None = None
+    crash_before_message: int | None = None  # die on receiving the Nth sequenced message
+    crash_after_message: int | None = None  # die after handling (and answering) the Nth
+    messages_seen: int = 0
+
+    def __post_init__(self) -> None:
+        if self.crash_point is not None and self.crash_point not in CRASH_POINTS:
+            raise ValueError(f"unknown crash point {self.crash_point!r}")
+
+    def point(self, name: str) -> None:
+        """Die here if this is the configured crash point."""
+        if name == self.crash_point:
+            os._exit(CRASH_EXIT_CODE)
+
+    def message_arrived(self) -> None:
+        self.messages_seen += 1
+        if self.messages_seen == self.crash_before_message:
+            os._exit(CRASH_EXIT_CODE)
+
+    def message_handled(self) -> None:
+        if self.messages_seen == self.crash_after_message:
+            os._exit(CRASH_EXIT_CODE)

@@ -1,0 +1,3 @@
+from tests.integration.firmware.conftest import spawn_core
+
+__all__ = ["spawn_core"]
