@@ -109,6 +109,7 @@ class World:
 
     def blob(self, size: int, seed: str | int = 0) -> Path:
         self._files += 1
+        self.tmp.mkdir(parents=True, exist_ok=True)
         path = self.tmp / f"blob-{self._files}.bin"
         block = hashlib.sha256(f"{seed}".encode()).digest()
         path.write_bytes((block * (size // len(block) + 1))[:size])

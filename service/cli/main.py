@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from service.cli import demo, hub, keys, release, repo
+from service.cli import agent, demo, hub, keys, models, release, repo
 
 app = typer.Typer(
     name="tinyfleet",
@@ -17,9 +17,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(keys.app, name="keys")
+app.add_typer(agent.app, name="agent")
 app.add_typer(repo.app, name="repo")
 app.add_typer(release.app, name="release")
 app.add_typer(hub.app, name="hub")
+app.add_typer(models.app, name="models")
 app.command(name="demo")(demo.demo)
 
 

@@ -40,8 +40,13 @@ def _edit_models_unsigned(world: World) -> None:
 
 
 def _models_signed_by_stranger(world: World) -> None:
-    repo = mirror(world, IMAGE, models=[stranger()], snapshot=world.signers("image", "snapshot"),
-                  timestamp=world.signers("image", "timestamp"))
+    repo = mirror(
+        world,
+        IMAGE,
+        models=[stranger()],
+        snapshot=world.signers("image", "snapshot"),
+        timestamp=world.signers("image", "timestamp"),
+    )
     poison(repo.delegated["models"].signed, next(iter(repo.delegated["models"].signed.targets)))
     repo.publish_targets("models", repo.delegated["models"], world.now)
     repo.publish_snapshot(world.now)
@@ -56,7 +61,9 @@ def _planted_root(world: World) -> None:
 def _snapshot_bytes_swapped(world: World) -> None:
     name = listed_name(world, IMAGE, "snapshot")
     data = stored(world, meta_path(IMAGE, name))
-    world.store.replace_bytes(meta_path(IMAGE, name), data.replace(b'"version":', b'"version": ', 1))
+    world.store.replace_bytes(
+        meta_path(IMAGE, name), data.replace(b'"version":', b'"version": ', 1)
+    )
 
 
 def _timestamp_unsigned(world: World) -> None:
@@ -93,8 +100,9 @@ def test_director_device_metadata_edited_in_the_store_is_refused(tmp_path: Path)
     md = Metadata.from_bytes(stored(world, name))
     md.signed.version += 1000
     world.store.replace_bytes(name, serialize(md))
-    director = DirectorRepository.open(world.store, world.ring, world.image,
-                                       anchor=world.director._root_repo.anchor)
+    director = DirectorRepository.open(
+        world.store, world.ring, world.image, anchor=world.director._root_repo.anchor
+    )
     with pytest.raises(RepositoryTamperedError):
         director.assign("dev-1", "mt3620", "r1", world.now)
 

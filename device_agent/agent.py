@@ -1,0 +1,366 @@
+"""The device agent: the loop that ties the hub, the trust chain, the cores and telemetry together.
+
+One thread owns the cores and the update workflow; hub callbacks (desired patches, direct methods,
+reconnects) only enqueue. Every workflow event is persisted before its commands run, so a crash at
+any instant resumes through `UpdateWorkflow.restore`. The agent never holds a whole target: bytes
+flow from the target source through the signed-length/sha256 verifier into the core's inactive slot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import resource
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from tuf.ngclient import FetcherInterface
+
+from device_agent import commands as ops
+from device_agent.intercore import (
+    CoreClient,
+    CoreEvent,
+    CoreLinkError,
+    CoreReverted,
+    InferenceResult,
+)
+from device_agent.protocol import (
+    AgentState,
+    DesiredService,
+    EventRecord,
+    HealthRecord,
+    InferenceRecord,
+    ReportedAgent,
+    ResultReport,
+    TwinError,
+    WorkflowAction,
+    ack_patch,
+    agent_patch,
+    encode_batch,
+    message_properties,
+    parse_desired,
+)
+from device_agent.state import AgentStateStore
+from device_agent.target_source import TargetSource
+from device_agent.telemetry_buffer import TelemetryBuffer
+from device_agent.workflow import Command, Event, UpdateWorkflow
+from signing.device import DeviceIdentity, DeviceVerifier, InstalledState, VerifiedRelease
+
+__all__ = ["Agent", "AgentConfig", "HubPort"]
+
+log = logging.getLogger(__name__)
+AGENT_VERSION = "0.1.0"
+
+
+class HubPort(Protocol):
+    connected: threading.Event
+
+    def get_twin(self) -> dict[str, Any]: ...
+
+    def patch_reported(self, body: bytes) -> int | None: ...
+
+    def send_telemetry(self, body: bytes, properties: dict[str, str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    device_id: str
+    hardware_id: str
+    profile: str
+    allowed_kinds: frozenset[str]
+    state_dir: Path
+    image_root: bytes
+    director_root: bytes
+    telemetry_capacity: int = 5000
+    health_interval_s: float = 30.0
+    poll_interval_s: float = 0.1
+    agent_version: str = AGENT_VERSION
+
+
+@dataclass
+class _Method:
+    name: str
+    payload: bytes
+    reply: Future[tuple[int, bytes]]
+
+
+class Agent:
+    def __init__(
+        self,
+        config: AgentConfig,
+        hub: HubPort,
+        cores: dict[str, CoreClient],
+        *,
+        fetcher_for: Callable[[DesiredService], FetcherInterface],
+        source_for: Callable[[DesiredService], TargetSource],
+        restart_core: Callable[[str], CoreClient] | None = None,
+        clock: Callable[[], float] = time.time,
+        before_command: Callable[[Command], None] = lambda command: None,
+    ) -> None:
+        self.config = config
+        self.hub = hub
+        self.cores = cores
+        self._fetcher_for, self._source_for = fetcher_for, source_for
+        self._restart_core = restart_core
+        self._clock = clock
+        self._before_command = before_command  # fault injection: raise here to "lose power"
+        self._store = AgentStateStore(config.state_dir / "agent.json")
+        saved = self._store.load()
+        self.workflow = UpdateWorkflow(allowed_kinds=config.allowed_kinds)
+        self._pending: deque[Command] = deque(self.workflow.restore(saved.get("workflow") or {}))
+        self.desired: DesiredService | None = None
+        self._last_retry: str | None = saved.get("lastRetry")
+        self.telemetry = TelemetryBuffer(
+            config.device_id, config.telemetry_capacity, next_seq=int(saved.get("nextSeq", 1))
+        )
+        self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._release: VerifiedRelease | None = None
+        self._slots: dict[str, int] = {}
+        self._verdicts: dict[str, Any] = {}
+        self.last_result: ResultReport | None = None
+        self._report_dirty = True
+        self._next_health = 0.0
+        self._started = clock()
+        self.logs: deque[str] = deque(maxlen=200)
+        self.stop_event = threading.Event()
+
+    # -- inputs from other threads ---------------------------------------------------------------
+
+    def on_desired(self, document: dict[str, Any]) -> None:
+        self._inbox.put(("desired", document))
+
+    def on_connected(self) -> None:
+        self._inbox.put(("connected", None))
+
+    def on_method(self, name: str, payload: bytes) -> tuple[int, bytes]:
+        reply: Future[tuple[int, bytes]] = Future()
+        self._inbox.put(("method", _Method(name, payload, reply)))
+        try:
+            return reply.result(timeout=30)
+        except TimeoutError:
+            return 504, b'{"error": "the agent is busy"}'
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        for core_id, client in self.cores.items():
+            try:
+                client.connect()
+            except CoreLinkError as exc:
+                self.logs.append(f"{core_id}: not connected: {exc}")
+        while not self.stop_event.is_set():
+            self.step(self.config.poll_interval_s)
+
+    def step(self, wait_s: float = 0.0) -> None:
+        """One turn: inputs, workflow commands, core events, telemetry, reporting."""
+        try:
+            kind, value = self._inbox.get(timeout=wait_s) if wait_s else self._inbox.get_nowait()
+            self._dispatch(kind, value)
+        except queue.Empty:
+            pass
+        while not self._inbox.empty():
+            self._dispatch(*self._inbox.get_nowait())
+        while self._pending:
+            self._execute(self._pending.popleft())
+        for core_id, client in self.cores.items():
+            try:
+                events = client.poll(0)
+            except CoreLinkError as exc:
+                self.logs.append(f"{core_id}: poll failed: {exc}")
+                continue
+            for event in events:
+                self._core_event(core_id, event)
+        now = self._clock()
+        if now >= self._next_health:
+            self._next_health = now + self.config.health_interval_s
+            self.telemetry.add(self._health(now))
+        self._flush_telemetry()
+        if self._report_dirty:
+            self._report()
+
+    def _dispatch(self, kind: str, value: Any) -> None:
+        if kind == "desired":
+            self._handle_desired(value)
+        elif kind == "connected":
+            try:
+                twin = self.hub.get_twin()
+                self._handle_desired(twin.get("desired", {}))
+            except Exception as exc:  # the hub's own error family varies by adapter
+                self.logs.append(f"twin GET failed: {exc}")
+            self._report_dirty = True
+        elif kind == "method":
+            method: _Method = value
+            try:
+                method.reply.set_result(ops.handle(self, method.name, method.payload))
+            except Exception as exc:
+                log.exception("method %s", method.name)
+                method.reply.set_result((500, json.dumps({"error": str(exc)}).encode()))
+
+    def _handle_desired(self, document: dict[str, Any]) -> None:
+        try:
+            desired = parse_desired(document)
+        except TwinError as exc:
+            version = document.get("$version") if isinstance(document, dict) else None
+            self.logs.append(f"desired v{version} refused: {exc}")
+            return
+        if desired is None:
+            return
+        retry = desired.retry_timestamp is not None and desired.retry_timestamp != self._last_retry
+        self._last_retry = desired.retry_timestamp
+        self.desired = desired
+        kind = "deploy" if desired.action is WorkflowAction.DEPLOY else "cancel"
+        self._feed(Event(kind, workflow_id=desired.workflow_id, retry=retry))
+        self._send_patch(ack_patch(desired))
+
+    # -- the workflow's commands -----------------------------------------------------------------
+
+    def _feed(self, event: Event) -> None:
+        commands = self.workflow.handle(event)
+        self._persist()
+        self._pending.extend(commands)
+
+    def _persist(self) -> None:
+        self._store.save(
+            {
+                "workflow": self.workflow.snapshot(),
+                "nextSeq": self.telemetry.next_seq,
+                "lastRetry": self._last_retry,
+            }
+        )
+
+    def _execute(self, command: Command) -> None:
+        self._before_command(command)
+        handler = getattr(ops, f"do_{command.kind}")
+        event = handler(self, command)
+        if event is not None:
+            self._feed(event)
+
+    def verifier(self) -> DeviceVerifier:
+        desired = self.desired
+        if desired is None or desired.image_url is None or desired.director_url is None:
+            raise RuntimeError("no repository location is known yet")
+        return DeviceVerifier(
+            DeviceIdentity(
+                self.config.device_id, self.config.hardware_id, tuple(sorted(self.cores))
+            ),
+            self.config.state_dir / "trust",
+            image_root=self.config.image_root,
+            director_root=self.config.director_root,
+            fetcher=self._fetcher_for(desired),
+            image_url=desired.image_url,
+            director_url=desired.director_url,
+        )
+
+    def source(self) -> TargetSource:
+        assert self.desired is not None
+        return self._source_for(self.desired)
+
+    def installed(self) -> InstalledState:
+        path = self.config.state_dir / "trust" / "installed.json"
+        return InstalledState.from_json(path.read_bytes()) if path.exists() else InstalledState()
+
+    # -- cores and telemetry ---------------------------------------------------------------------
+
+    def _core_event(self, core_id: str, event: CoreEvent) -> None:
+        now_ms = int(self._clock() * 1000)
+        if isinstance(event, InferenceResult):
+            self.telemetry.add(
+                InferenceRecord(
+                    core_id,
+                    event.model_id,
+                    event.version,
+                    now_ms,
+                    event.latency_us,
+                    min(1.0, max(0.0, event.score)),
+                    None if event.label is None else str(event.label),
+                    None,
+                )
+            )
+        elif isinstance(event, CoreReverted):
+            self.telemetry.add(EventRecord(now_ms, "revert", core_id, None, 1, event.reason))
+            self._report_dirty = True
+        else:
+            self.logs.append(f"{core_id}: {event}")
+
+    def record_event(self, kind: str, core: str | None, code: int, reason: str = "") -> None:
+        release = self._release.release_id if self._release else None
+        self.telemetry.add(
+            EventRecord(int(self._clock() * 1000), kind, core, release, code, reason)
+        )
+
+    def _health(self, now: float) -> HealthRecord:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        online = sum(1 for c in self.cores.values() if c.phase.value != "disconnected")
+        link = getattr(self.hub, "link_errors", 0)
+        return HealthRecord(
+            int(now * 1000),
+            rss,
+            int(now - self._started),
+            int(link),
+            self.telemetry.dropped,
+            online,
+        )
+
+    def _flush_telemetry(self) -> None:
+        if not self.hub.connected.is_set():
+            return
+        for _ in range(4):  # a few batches a turn; the loop comes back soon
+            batch = self.telemetry.batch(self.installed().release_id)
+            if batch is None:
+                return
+            try:
+                self.hub.send_telemetry(encode_batch(batch), message_properties(batch))
+            except Exception as exc:
+                self.logs.append(f"telemetry not sent: {exc}")
+                return
+            self.telemetry.acknowledge(batch)
+            self._persist()
+
+    # -- reporting ---------------------------------------------------------------------------------
+
+    def reported(self) -> ReportedAgent:
+        run = self.workflow.run
+        failed = self.last_result is not None and self.last_result.code != 0
+        state = (
+            AgentState.DEPLOYING
+            if run is not None
+            else AgentState.FAILED
+            if failed
+            else AgentState.IDLE
+        )
+        desired = self.desired
+        return ReportedAgent(
+            agent_version=self.config.agent_version,
+            profile=self.config.profile,
+            hardware_id=self.config.hardware_id,
+            state=state,
+            workflow_action=desired.action if desired else None,
+            workflow_id=desired.workflow_id if desired else None,
+            installed_release=self.installed().release_id,
+            last_result=self.last_result,
+            cores=ops.core_reports(self),
+        )
+
+    def _report(self) -> None:
+        self._send_patch(agent_patch(self.reported()))
+
+    def _send_patch(self, body: bytes) -> None:
+        if not self.hub.connected.is_set():
+            self._report_dirty = True
+            return
+        try:
+            self.hub.patch_reported(body)
+            self._report_dirty = False
+        except Exception as exc:
+            self.logs.append(f"reported patch failed: {exc}")
+            self._report_dirty = True
+
+    def mark_dirty(self) -> None:
+        self._report_dirty = True

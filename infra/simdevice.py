@@ -1,0 +1,179 @@
+"""A simulated device: the agent, its IoT Hub session and two simulated M4 core processes.
+
+The composition root that `tinyfleet agent run`, the fleet simulator and the tests share. Each
+core is a separate OS process speaking the inter-core protocol over a SOCK_SEQPACKET socket pair;
+the agent speaks MQTT over TLS to the hub; repository metadata and targets come over HTTP(S) (or
+from a store, for in-process simulations).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tuf.ngclient import FetcherInterface, Urllib3Fetcher
+
+from device_agent.agent import Agent, AgentConfig, HubPort
+from device_agent.hub_client import HubClient, HubOptions
+from device_agent.hub_dialect import ConnectionString
+from device_agent.intercore import CoreClient, CoreProcess
+from device_agent.protocol import DesiredService
+from device_agent.target_source import HttpTargetSource, StoreTargetSource, TargetSource
+from firmware import core as firmware_core
+from firmware.icc import profile_named
+from signing.store import RepositoryStore, StoreFetcher
+
+__all__ = ["CoreSpec", "QueryFetcher", "SimulatedDevice", "default_firmware"]
+
+FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware" / "images"
+
+
+def default_firmware() -> Path:
+    return FIRMWARE_DIR / "m4-1.0.0.json"
+
+
+class QueryFetcher(FetcherInterface):
+    """python-tuf's HTTP fetcher with a query string (e.g. an Azure Blob SAS token) appended."""
+
+    def __init__(self, query: str) -> None:
+        self._inner = Urllib3Fetcher()
+        self._query = f"?{query}" if query else ""
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        return self._inner._fetch(url + self._query)
+
+
+@dataclass
+class CoreSpec:
+    firmware: Path = field(default_factory=default_firmware)
+    inference_period_s: float = 0.5
+    seed: int = 0
+    crash_point: str | None = None
+
+
+class SimulatedDevice:
+    def __init__(
+        self,
+        *,
+        device_id: str,
+        hardware_id: str,
+        profile: str,
+        state_dir: Path,
+        image_root: bytes,
+        director_root: bytes,
+        hub: HubPort | None = None,
+        connection: ConnectionString | None = None,
+        hub_options: HubOptions | None = None,
+        store: RepositoryStore | None = None,
+        cores: dict[str, CoreSpec] | None = None,
+        health_interval_s: float = 30.0,
+    ) -> None:
+        self.profile = profile_named(profile)
+        self.state_dir = state_dir
+        self.specs = cores or {
+            core: CoreSpec(seed=i) for i, core in enumerate(self.profile.core_ids)
+        }
+        self.processes: dict[str, CoreProcess] = {}
+        clients = {core: self._start_core(core) for core in self.specs}
+        allowed = {"model", "firmware"} if self.profile.firmware_updates_allowed else {"model"}
+        config = AgentConfig(
+            device_id=device_id,
+            hardware_id=hardware_id,
+            profile=profile,
+            allowed_kinds=frozenset(allowed),
+            state_dir=state_dir / "agent",
+            image_root=image_root,
+            director_root=director_root,
+            health_interval_s=health_interval_s,
+        )
+        self._store = store
+        self.hub_client: HubClient | None = None
+        if hub is None:
+            if connection is None or hub_options is None:
+                raise ValueError("give either a hub port or a connection string and options")
+            self.hub_client = HubClient(
+                connection,
+                hub_options,
+                on_desired=self._desired,
+                on_method=self._method,
+                on_connected=self._connected,
+            )
+            hub = self.hub_client
+        self.agent = Agent(
+            config,
+            hub,
+            clients,
+            fetcher_for=self._fetcher,
+            source_for=self._source,
+            restart_core=self.restart_core,
+        )
+        self._thread: threading.Thread | None = None
+
+    # the hub client is built before the agent; these forward once the agent exists
+    def _desired(self, document: dict[str, object]) -> None:
+        self.agent.on_desired(document)
+
+    def _method(self, name: str, payload: bytes) -> tuple[int, bytes]:
+        return self.agent.on_method(name, payload)
+
+    def _connected(self) -> None:
+        self.agent.on_connected()
+
+    def _start_core(self, core: str) -> CoreClient:
+        spec = self.specs[core]
+        state = self.state_dir / "cores"
+        state.mkdir(parents=True, exist_ok=True)
+        process = CoreProcess.spawn(
+            lambda fd: firmware_core.command_line(
+                core_id=core,
+                state_dir=state,
+                firmware=spec.firmware,
+                fd=fd,
+                profile=self.profile.name,
+                inference_period_s=spec.inference_period_s,
+                seed=spec.seed,
+                crash_point=spec.crash_point,
+            ),
+            max_message_bytes=self.profile.max_message_bytes,
+        )
+        self.processes[core] = process
+        return CoreClient(process.transport, self.profile)
+
+    def restart_core(self, core: str) -> CoreClient:
+        old = self.processes.get(core)
+        if old is not None:
+            old.stop()
+        return self._start_core(core)
+
+    def _fetcher(self, desired: DesiredService) -> FetcherInterface:
+        if desired.image_url and desired.image_url.startswith("store:") and self._store:
+            return StoreFetcher(self._store)
+        return QueryFetcher(desired.url_query)
+
+    def _source(self, desired: DesiredService) -> TargetSource:
+        assert desired.targets_url is not None
+        if desired.targets_url.startswith("store:") and self._store:
+            return StoreTargetSource(self._store, desired.targets_url.removeprefix("store:///"))
+        return HttpTargetSource(desired.targets_url, desired.url_query)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.agent.run, name="agent", daemon=True)
+        self._thread.start()
+        if self.hub_client is not None:
+            self.hub_client.start()
+
+    def stop(self) -> None:
+        self.agent.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        if self.hub_client is not None:
+            self.hub_client.stop()
+        for process in self.processes.values():
+            process.stop()
+
+    def kill_core(self, core: str) -> int:
+        return self.processes[core].kill()
