@@ -6,6 +6,7 @@ SOCK_SEQPACKET)`, keeps one end, and starts this process with the other end's fi
 until the agent closes its end of the socket (EOF), or it is killed.
 
 Exit codes: 0 after EOF, 2 for bad arguments or an unusable firmware image or state directory,
+3 when the host stopped acknowledging frames,
 `faults.CRASH_EXIT_CODE` when a fault hook fired.
 """
 
@@ -25,7 +26,7 @@ from firmware._errors import FirmwareError
 from firmware._image import FirmwareImage
 from firmware._slots import SlotStore
 from firmware.faults import CRASH_POINTS, FaultHooks
-from firmware.icc import PROFILES, profile_named
+from firmware.icc import PROFILES, PeerUnresponsiveError, profile_named
 
 __all__ = ["command_line", "main", "run"]
 
@@ -128,6 +129,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(sock, machine, profile.max_message_bytes)
     except (BrokenPipeError, ConnectionResetError):
         pass
+    except PeerUnresponsiveError as exc:
+        # The host stopped acknowledging: the core keeps its slots and stops, like a real M4
+        # whose mailbox went silent; the agent restarts it when it comes back.
+        print(f"firmware.core: {exc}", file=sys.stderr)
+        return 3
     finally:
         sock.close()
     return 0

@@ -1,10 +1,11 @@
-"""`tinyfleet demo`: the real signing chain end to end, and attacks on it refused.
+"""`tinyfleet demo`: the real signing chain end to end, attacks on it refused, a device updated.
 
-Creates dev keys, publishes both repositories, signs a two-core release of TinyML models, assigns
-it to a device through the director, and verifies it as the device would (python-tuf refresh of
-both repositories, the Uptane checks, every target byte streamed through its verifier). Then it
-plays an attacker on a copy of the published files and shows each attack refused with the device's
-state unchanged.
+Creates dev keys, publishes both repositories, signs two-core releases of TinyML models, assigns
+them through the director, and verifies one as the device would (python-tuf refresh of both
+repositories, the Uptane checks, every target byte streamed through its verifier). Then it plays
+an attacker on a copy of the published files and shows each attack refused with the device's
+state unchanged. Last, a simulated device (agent and two M4 core processes) installs the release
+over MQTT/TLS through the mock hub and sends inference telemetry.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import typer
 
 from service.cli import _context
+from service.cli._demo_device import run_device
 from service.cli._output import console, emit_table, fail
 from service.config import Mode
 from service.trust import ArtifactSpec, TrustService
@@ -101,9 +103,10 @@ def _run(service: TrustService, models: list[Path], now: datetime) -> None:
 
     service.assign("dev-001", "mt3620", "demo-r2", now)
     service.assign("dev-003", "mt3620", "demo-r2", now)
+    service.assign("dev-004", "mt3620", "demo-r2", now)
     for release_id in ("demo-r1", "demo-r2", "demo-r1"):  # dev-002's metadata gets newer versions
         service.assign("dev-002", "mt3620", release_id, now)
-    console.print("4. director: dev-001 and dev-003 must install demo-r2, dev-002 demo-r1")
+    console.print("4. director: dev-001, dev-003 and dev-004 must install demo-r2, dev-002 demo-r1")
 
     devices = service.settings.devices_dir
     verifier = service.device_verifier("dev-001", "mt3620", devices / "dev-001")
@@ -133,7 +136,8 @@ def _run(service: TrustService, models: list[Path], now: datetime) -> None:
         ],
     )
     _attacks(service, _attack_table(first_timestamp))
-    console.rule("[bold green]done: signing, verification and the refusals above are real")
+    run_device(service, "dev-004", "demo-r2")
+    console.rule("[bold green]done: every step above ran on real parts")
 
 
 Attack = tuple[str, str, Callable[[Path], None]]  # (what, device id, how it changes the mirror)

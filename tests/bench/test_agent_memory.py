@@ -31,7 +31,7 @@ from firmware._image import FirmwareImage
 from firmware._slots import SlotStore
 from firmware.core import run as serve_core
 from firmware.faults import FaultHooks
-from firmware.icc import MT3620
+from firmware.icc import MT3620, PeerUnresponsiveError
 from infra.simdevice import default_firmware
 from tests.bench.conftest import FULL
 from tests.signing_world import World
@@ -48,7 +48,7 @@ def _core_process(fd: int, state: str) -> None:
     machine = CoreMachine(
         config, SlotStore(Path(state), FaultHooks(None, None, None)), time.monotonic()
     )
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError, PeerUnresponsiveError):
         serve_core(sock, machine, PROFILE.max_message_bytes)
 
 
