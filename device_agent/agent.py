@@ -59,6 +59,14 @@ log = logging.getLogger(__name__)
 AGENT_VERSION = "0.1.0"
 
 
+class CoreHost(Protocol):
+    """What boots the cores: restart one (into another firmware image) and say which it runs."""
+
+    def restart_core(self, core: str, firmware: Path | None = None) -> CoreClient: ...
+
+    def firmware_path(self, core: str) -> Path: ...
+
+
 class HubPort(Protocol):
     connected: threading.Event
 
@@ -100,7 +108,7 @@ class Agent:
         *,
         fetcher_for: Callable[[DesiredService], FetcherInterface],
         source_for: Callable[[DesiredService], TargetSource],
-        restart_core: Callable[[str], CoreClient] | None = None,
+        host: CoreHost | None = None,
         clock: Callable[[], float] = time.time,
         before_command: Callable[[Command], None] = lambda command: None,
     ) -> None:
@@ -108,7 +116,7 @@ class Agent:
         self.hub = hub
         self.cores = cores
         self._fetcher_for, self._source_for = fetcher_for, source_for
-        self._restart_core = restart_core
+        self.host = host
         self._clock = clock
         self._before_command = before_command  # fault injection: raise here to "lose power"
         self._store = AgentStateStore(config.state_dir / "agent.json")
@@ -117,6 +125,8 @@ class Agent:
         self._pending: deque[Command] = deque(self.workflow.restore(saved.get("workflow") or {}))
         self.desired: DesiredService | None = None
         self._last_retry: str | None = saved.get("lastRetry")
+        # core -> the firmware image it ran before this run switched it (survives a crash)
+        self.previous_firmware: dict[str, str] = dict(saved.get("previousFirmware") or {})
         self.telemetry = TelemetryBuffer(
             config.device_id, config.telemetry_capacity, next_seq=int(saved.get("nextSeq", 1))
         )
@@ -232,8 +242,12 @@ class Agent:
                 "workflow": self.workflow.snapshot(),
                 "nextSeq": self.telemetry.next_seq,
                 "lastRetry": self._last_retry,
+                "previousFirmware": self.previous_firmware,
             }
         )
+
+    def persist(self) -> None:
+        self._persist()
 
     def _execute(self, command: Command) -> None:
         self._before_command(command)

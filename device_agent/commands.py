@@ -8,7 +8,9 @@ nothing here decides what happens next (the workflow does).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from device_agent.intercore import CoreLinkError, CoreRefusedError, ModelTarget
@@ -73,9 +75,61 @@ def do_check(agent: Agent, command: Command) -> Event:
     return Event("checked", release_id=release.release_id, plans=plans)
 
 
+def _stage_firmware(agent: Agent, target: VerifiedTarget) -> None:
+    """Write the verified image beside the agent's state, then boot the core into it.
+
+    Firmware goes first in a release, so the models that follow are staged under the firmware
+    they need. The image the core ran before is remembered (persisted) until the run ends, so an
+    abort or a revert, even after a crash, boots the core back into it.
+    """
+    host = agent.host
+    if host is None:
+        raise SigningError("this agent cannot boot core firmware")
+    folder = agent.config.state_dir / "firmware"
+    folder.mkdir(parents=True, exist_ok=True)
+    image = folder / f"{target.sha256}.json"
+    partial = image.with_suffix(".partial")
+    with open(partial, "wb") as handle:
+        for chunk in verified_chunks(agent, target):
+            handle.write(chunk)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, image)
+    if target.core not in agent.previous_firmware:
+        agent.previous_firmware[target.core] = str(host.firmware_path(target.core))
+        agent.persist()
+    agent.cores[target.core] = host.restart_core(target.core, image)
+    status = agent.cores[target.core].connect()
+    wanted = ".".join(map(str, target.fields.version))
+    if status.firmware_version != wanted:
+        raise SigningError(f"{target.core} booted firmware {status.firmware_version}, not {wanted}")
+
+
+def _restore_firmware(agent: Agent, core: str) -> None:
+    previous = agent.previous_firmware.get(core)
+    if previous is None or agent.host is None:
+        return
+    if agent.host.firmware_path(core) != Path(previous):
+        agent.cores[core] = agent.host.restart_core(core, Path(previous))
+        agent.cores[core].connect()
+        agent.record_event("revert", core, 0, "firmware restored")
+
+
 def do_stage(agent: Agent, command: Command) -> Event:
     plan = command.plan
     assert plan is not None and command.core is not None
+    if plan.kind == "firmware":
+        try:
+            _stage_firmware(agent, _target(agent, plan))
+        except (SigningError, SourceError, CoreLinkError, OSError) as exc:
+            agent.record_event("reject", plan.core, 1, _reason(exc))
+            return Event(
+                "stage_failed",
+                core=plan.core,
+                reason="firmware-boot" if isinstance(exc, CoreLinkError) else _reason(exc),
+                detail=str(exc)[:300],
+            )
+        return Event("staged", core=plan.core)
     try:
         target = _target(agent, plan)
         model = ModelTarget.from_custom(
@@ -90,13 +144,20 @@ def do_stage(agent: Agent, command: Command) -> Event:
 
 
 def do_abort(agent: Agent, command: Command) -> Event:
-    # Staging is atomic on the core: a slot that was never activated is never run. Nothing to undo.
+    # A staged slot that was never activated is never run; only a firmware switch is undone.
+    assert command.core is not None
+    try:
+        _restore_firmware(agent, command.core)
+    except CoreLinkError as exc:
+        agent.logs.append(f"{command.core}: firmware not restored: {exc}")
     return Event("aborted", core=command.core)
 
 
 def do_activate(agent: Agent, command: Command) -> Event:
     core = command.core
     assert core is not None
+    if core not in agent._slots:  # a firmware-only change: the core booted it while staging
+        return Event("activated", core=core)
     try:
         report = agent.cores[core].activate(agent._slots[core])
     except (CoreLinkError, KeyError) as exc:
@@ -117,8 +178,20 @@ def _runs_plan(agent: Agent, core: str, plan: StagePlan | None) -> tuple[bool, b
 def do_confirm(agent: Agent, command: Command) -> Event:
     core = command.core
     assert core is not None
+    plan = command.plan
+    if plan is not None and plan.kind == "firmware":  # a firmware-only change on this core
+        booted = agent.host.firmware_path(core).stem if agent.host else None
+        if booted != plan.sha256:
+            return Event(
+                "confirm_failed",
+                core=core,
+                reason="firmware-not-running",
+                detail=f"{core} does not run the release's firmware",
+            )
+        agent.record_event("confirm", core, 0)
+        return Event("confirmed", core=core)
     try:
-        runs, trial = _runs_plan(agent, core, command.plan)
+        runs, trial = _runs_plan(agent, core, plan)
         if not runs:
             return Event(
                 "confirm_failed",
@@ -144,6 +217,7 @@ def do_revert(agent: Agent, command: Command) -> Event:
         if runs:
             agent.cores[core].revert()
             agent.record_event("revert", core, 0, "release failed on another core")
+        _restore_firmware(agent, core)
     except CoreLinkError as exc:
         agent.logs.append(f"{core}: revert failed: {exc}")  # the core's deadline reverts it
     return Event("reverted", core=core)
@@ -166,6 +240,8 @@ def do_record(agent: Agent, command: Command) -> Event:
 
 def do_report(agent: Agent, command: Command) -> None:
     if command.state in ("idle", "failed"):
+        agent.previous_firmware.clear()  # the run is over: its firmware choice is final
+        agent.persist()
         agent.last_result = ResultReport(
             0 if command.state == "idle" else 1, command.reason, command.detail, command.step
         )
@@ -237,9 +313,9 @@ def handle(agent: Agent, name: str, payload: bytes) -> tuple[int, bytes]:
     for core in cores:
         try:
             if name == "reboot-core":
-                if agent._restart_core is None:
+                if agent.host is None:
                     return _reply(501, {"error": "this agent cannot restart cores"})
-                agent.cores[core] = agent._restart_core(core)
+                agent.cores[core] = agent.host.restart_core(core)
                 results[core] = agent.cores[core].connect().state
             else:
                 slot = agent.cores[core].revert()

@@ -7,10 +7,10 @@ telemetry batch number (so message ids never repeat), and the last desired twin 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from signing.files import atomic_write
 
 __all__ = ["AgentStateStore"]
 
@@ -31,19 +31,4 @@ class AgentStateStore:
         return data if isinstance(data, dict) else {}
 
     def save(self, state: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".agent-state.")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(json.dumps(state, sort_keys=True).encode())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        atomic_write(self.path, json.dumps(state, sort_keys=True).encode())

@@ -23,6 +23,7 @@ from device_agent.protocol import DesiredService
 from device_agent.target_source import HttpTargetSource, StoreTargetSource, TargetSource
 from firmware import core as firmware_core
 from firmware.icc import profile_named
+from signing.files import atomic_write
 from signing.store import RepositoryStore, StoreFetcher
 
 __all__ = ["CoreSpec", "QueryFetcher", "SimulatedDevice", "default_firmware"]
@@ -76,6 +77,10 @@ class SimulatedDevice:
             core: CoreSpec(seed=i) for i, core in enumerate(self.profile.core_ids)
         }
         self.processes: dict[str, CoreProcess] = {}
+        for core, spec in self.specs.items():  # the image each core was last switched to
+            choice = self._firmware_choice(core)
+            if choice.exists():
+                spec.firmware = Path(choice.read_text())
         clients = {core: self._start_core(core) for core in self.specs}
         allowed = {"model", "firmware"} if self.profile.firmware_updates_allowed else {"model"}
         config = AgentConfig(
@@ -107,7 +112,7 @@ class SimulatedDevice:
             clients,
             fetcher_for=self._fetcher,
             source_for=self._source,
-            restart_core=self.restart_core,
+            host=self,
         )
         self._thread: threading.Thread | None = None
 
@@ -141,11 +146,21 @@ class SimulatedDevice:
         self.processes[core] = process
         return CoreClient(process.transport, self.profile)
 
-    def restart_core(self, core: str) -> CoreClient:
+    def restart_core(self, core: str, firmware: Path | None = None) -> CoreClient:
+        """Power-cycle one core, booting `firmware` from now on if given (kept across runs)."""
         old = self.processes.get(core)
         if old is not None:
             old.stop()
+        if firmware is not None:
+            self.specs[core].firmware = firmware
+            atomic_write(self._firmware_choice(core), str(firmware).encode())
         return self._start_core(core)
+
+    def firmware_path(self, core: str) -> Path:
+        return self.specs[core].firmware
+
+    def _firmware_choice(self, core: str) -> Path:
+        return self.state_dir / "cores" / f"{core}.firmware"
 
     def _fetcher(self, desired: DesiredService) -> FetcherInterface:
         if desired.image_url and desired.image_url.startswith("store:") and self._store:

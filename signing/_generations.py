@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from signing._files import atomic_write
+from signing.files import atomic_write
 
 POINTER = "CURRENT"
 

@@ -47,10 +47,10 @@ from signing._errors import (
     WrongDeviceError,
     WrongHardwareError,
 )
-from signing._files import atomic_write
 from signing._generations import Generations
 from signing.director import DIRECTOR_FIELD
 from signing.fields import CORES, ArtifactFields, ReleaseManifest, parse_version
+from signing.files import atomic_write
 from signing.stream import TargetStreamVerifier, VerifiedDigest
 
 __all__ = [

@@ -36,7 +36,7 @@ from securesystemslib.signer import (
 )
 
 from signing._errors import KeyNotFoundError, KeystoreError, PassphraseError
-from signing._files import atomic_write
+from signing.files import atomic_write
 
 __all__ = [
     "DEV_PASSPHRASE",

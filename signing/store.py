@@ -19,7 +19,7 @@ from tuf.api.exceptions import DownloadHTTPError
 from tuf.ngclient import FetcherInterface
 
 from signing._errors import PublishError
-from signing._files import atomic_write, fsync_dir
+from signing.files import atomic_write, fsync_dir
 
 __all__ = [
     "DirectoryStore",

@@ -1,4 +1,7 @@
-"""Crash-safe file writes: temp file in the same folder, fsync, rename, fsync the folder."""
+"""Crash-safe file writes: temp file in the same folder, fsync, rename, fsync the folder.
+
+Public because the device agent persists its own state the same way.
+"""
 
 from __future__ import annotations
 
