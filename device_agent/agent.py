@@ -52,6 +52,7 @@ from device_agent.target_source import TargetSource
 from device_agent.telemetry_buffer import TelemetryBuffer
 from device_agent.workflow import Command, Event, UpdateWorkflow
 from signing.device import DeviceIdentity, DeviceVerifier, InstalledState, VerifiedRelease
+from signing.files import atomic_write
 
 __all__ = ["Agent", "AgentConfig", "HubPort"]
 
@@ -275,6 +276,16 @@ class Agent:
     def source(self) -> TargetSource:
         assert self.desired is not None
         return self._source_for(self.desired)
+
+    def forget_installed_release(self) -> None:
+        if self.desired is not None:
+            self.verifier().forget_release()
+        else:  # no repository known yet: the same file, through a verifier-free path
+            path = self.config.state_dir / "trust" / "installed.json"
+            if path.exists():
+                state = InstalledState.from_json(path.read_bytes())
+                state.release_id = None
+                atomic_write(path, state.to_json())
 
     def installed(self) -> InstalledState:
         path = self.config.state_dir / "trust" / "installed.json"

@@ -323,5 +323,7 @@ def handle(agent: Agent, name: str, payload: bytes) -> tuple[int, bytes]:
                 results[core] = "no model" if slot is None else f"slot {slot}"
         except CoreLinkError as exc:
             return _reply(500, {"error": f"{core}: {exc}"})
+    if name == "rollback":
+        agent.forget_installed_release()  # what runs is no longer the recorded release
     agent.mark_dirty()
     return _reply(200, {"cores": results})

@@ -225,6 +225,15 @@ class DeviceVerifier:
             }
         atomic_write(self._installed_path, state.to_json())
 
+    def forget_release(self) -> None:
+        """The cores were rolled back outside a release (an operator's emergency rollback): the
+        installed release is no longer what runs, so the next check offers it again. Counters
+        stay: anti-rollback protection does not loosen because an operator acted locally."""
+        state = self.installed()
+        if state.release_id is not None:
+            state.release_id = None
+            atomic_write(self._installed_path, state.to_json())
+
     # -- the update check --------------------------------------------------------------------
 
     def check(self) -> VerifiedRelease | None:
