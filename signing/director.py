@@ -32,13 +32,13 @@ from signing._repo import (
     new_root,
     serialize,
 )
-from signing.image_repo import ImageRepository
+from signing.image_repo import ExpiryPolicy, ImageRepository
 from signing.store import MemoryAnchor, RepositoryStore, RootAnchor, read_all
 
 __all__ = [
+    "DIRECTOR_EXPIRY",
     "DIRECTOR_FIELD",
     "Assignment",
-    "DirectorExpiry",
     "DirectorRepository",
     "check_device_id",
 ]
@@ -47,16 +47,8 @@ DIRECTOR_FIELD = "x-tinyfleet"
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-@dataclass(frozen=True)
-class DirectorExpiry:
-    root: timedelta = timedelta(days=365)
-    targets: timedelta = timedelta(days=7)
-    snapshot: timedelta = timedelta(days=7)
-    timestamp: timedelta = timedelta(days=1)
-
-    def for_role(self, role: str) -> timedelta:
-        top = {"root": self.root, "snapshot": self.snapshot, "timestamp": self.timestamp}
-        return top.get(role, self.targets)
+# Director metadata is online and per device: targets expire within a week, not a quarter.
+DIRECTOR_EXPIRY = ExpiryPolicy(targets=timedelta(days=7))
 
 
 @dataclass(frozen=True)
@@ -80,14 +72,14 @@ class DirectorRepository:
         store: RepositoryStore,
         keyring: KeyRing,
         image: ImageRepository,
-        policy: DirectorExpiry | None = None,
+        policy: ExpiryPolicy | None = None,
         prefix: str = "director",
         anchor: RootAnchor | None = None,
     ) -> None:
         self.store = store
         self.keyring = keyring
         self.image = image
-        self.policy = policy or DirectorExpiry()
+        self.policy = policy or DIRECTOR_EXPIRY
         self.prefix = prefix
         self._root_repo = PublishedRepository(store, f"{prefix}/root", self.REPO, keyring, anchor)
 
@@ -100,7 +92,7 @@ class DirectorRepository:
         now: datetime,
         *,
         root_threshold: int = 1,
-        policy: DirectorExpiry | None = None,
+        policy: ExpiryPolicy | None = None,
         prefix: str = "director",
         anchor: RootAnchor | None = None,
     ) -> DirectorRepository:
@@ -119,7 +111,7 @@ class DirectorRepository:
         store: RepositoryStore,
         keyring: KeyRing,
         image: ImageRepository,
-        policy: DirectorExpiry | None = None,
+        policy: ExpiryPolicy | None = None,
         prefix: str = "director",
         anchor: RootAnchor | None = None,
     ) -> DirectorRepository:

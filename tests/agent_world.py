@@ -11,6 +11,7 @@ from typing import Any
 
 from device_agent.protocol import decode_batch
 from device_agent.protocol.telemetry import TelemetryBatch
+from infra.simdevice import CoreSpec, SimulatedDevice
 from service.trust import ArtifactSpec
 from tests.signing_world import World
 
@@ -89,6 +90,33 @@ def sign_prebuilt(world: World, release_id: str, files: dict[str, str], counter:
         world.image.add_artifact(spec.target_path, spec.source, spec.custom, world.now)
         members.append((core, spec.target_path))
     world.release(release_id, members, counter=counter)
+
+
+def simulated_device(
+    tmp: Path,
+    world: World,
+    hub: MemoryHub,
+    *,
+    device_id: str = "dev-1",
+    period_s: float = 0.05,
+    health_interval_s: float = 30.0,
+) -> SimulatedDevice:
+    """An MT3620 device (agent and two real core processes) reading `world`'s store."""
+    return SimulatedDevice(
+        device_id=device_id,
+        hardware_id="mt3620",
+        profile="mt3620",
+        state_dir=tmp / "dev",
+        image_root=world.image_root,
+        director_root=world.director_root,
+        hub=hub,
+        store=world.store,
+        health_interval_s=health_interval_s,
+        cores={
+            "m4-0": CoreSpec(inference_period_s=period_s, seed=1),
+            "m4-1": CoreSpec(inference_period_s=period_s, seed=2),
+        },
+    )
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:

@@ -11,8 +11,8 @@ import pytest
 from device_agent.agent import Agent
 from device_agent.intercore import CoreClient
 from device_agent.workflow import Command
-from infra.simdevice import CoreSpec, SimulatedDevice
-from tests.agent_world import MemoryHub, deploy, sign_prebuilt, wait_for
+from infra.simdevice import SimulatedDevice
+from tests.agent_world import MemoryHub, deploy, sign_prebuilt, simulated_device, wait_for
 from tests.signing_world import World
 
 
@@ -43,20 +43,7 @@ def _fresh_agent(device: SimulatedDevice, before_command: object = None) -> Agen
 def installed_r1(tmp_path: Path) -> Iterator[tuple[World, MemoryHub, SimulatedDevice]]:
     world = World(tmp_path / "world")
     hub = MemoryHub("dev-1")
-    device = SimulatedDevice(
-        device_id="dev-1",
-        hardware_id="mt3620",
-        profile="mt3620",
-        state_dir=tmp_path / "dev",
-        image_root=world.image_root,
-        director_root=world.director_root,
-        hub=hub,
-        store=world.store,
-        cores={
-            "m4-0": CoreSpec(inference_period_s=0.2, seed=1),
-            "m4-1": CoreSpec(inference_period_s=0.2, seed=2),
-        },
-    )
+    device = simulated_device(tmp_path, world, hub, period_s=0.2)
     device.start()
     sign_prebuilt(world, "r1", {"m4-0": "kws-v1.0.0", "m4-1": "vibration-v1.0.0"})
     sign_prebuilt(world, "r2", {"m4-0": "kws-v2.0.0", "m4-1": "vibration-v2.0.0"})

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.simdevice import CoreSpec, SimulatedDevice
-from tests.agent_world import MemoryHub, deploy, sign_prebuilt, wait_for
+from infra.simdevice import SimulatedDevice
+from tests.agent_world import MemoryHub, deploy, sign_prebuilt, simulated_device, wait_for
 from tests.signing_world import World
 
 
@@ -17,21 +17,7 @@ from tests.signing_world import World
 def installed(tmp_path: Path) -> Iterator[tuple[World, MemoryHub, SimulatedDevice]]:
     world = World(tmp_path / "world")
     hub = MemoryHub("dev-1")
-    device = SimulatedDevice(
-        device_id="dev-1",
-        hardware_id="mt3620",
-        profile="mt3620",
-        state_dir=tmp_path / "dev",
-        image_root=world.image_root,
-        director_root=world.director_root,
-        hub=hub,
-        store=world.store,
-        health_interval_s=0.5,
-        cores={
-            "m4-0": CoreSpec(inference_period_s=0.05, seed=1),
-            "m4-1": CoreSpec(inference_period_s=0.05, seed=2),
-        },
-    )
+    device = simulated_device(tmp_path, world, hub, period_s=0.05, health_interval_s=0.5)
     device.start()
     sign_prebuilt(world, "r1", {"m4-0": "kws-v1.0.0", "m4-1": "vibration-v1.0.0"})
     sign_prebuilt(world, "r2", {"m4-0": "kws-v2.0.0", "m4-1": "vibration-v2.0.0"})

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.simdevice import CoreSpec, SimulatedDevice
-from tests.agent_world import MemoryHub, deploy, sign_prebuilt, wait_for
+from infra.simdevice import SimulatedDevice
+from tests.agent_world import MemoryHub, deploy, sign_prebuilt, simulated_device, wait_for
 from tests.signing_world import World
 
 
@@ -20,21 +20,7 @@ from tests.signing_world import World
 def rig(tmp_path: Path) -> Iterator[tuple[World, MemoryHub, SimulatedDevice]]:
     world = World(tmp_path / "world")
     hub = MemoryHub("dev-1")
-    device = SimulatedDevice(
-        device_id="dev-1",
-        hardware_id="mt3620",
-        profile="mt3620",
-        state_dir=tmp_path / "dev",
-        image_root=world.image_root,
-        director_root=world.director_root,
-        hub=hub,
-        store=world.store,
-        health_interval_s=1.0,
-        cores={
-            "m4-0": CoreSpec(inference_period_s=0.05, seed=1),
-            "m4-1": CoreSpec(inference_period_s=0.05, seed=2),
-        },
-    )
+    device = simulated_device(tmp_path, world, hub, period_s=0.05, health_interval_s=1.0)
     device.start()
     try:
         yield world, hub, device
