@@ -19,12 +19,23 @@ $(STAMP): pyproject.toml
 	@.venv-azure-device/bin/python -m pip install --quiet 'azure-iot-device==2.14.0'
 	@touch $@
 
-# System tools the tests use: mosquitto (the hub benchmark's C baseline). Debian packages.
+# System tools the tests use, from Debian when missing: mosquitto (the hub benchmark's C
+# baseline) and PostgreSQL's binaries (the storage tests use the server on 127.0.0.1:5432 when it
+# answers, else start a throwaway cluster with initdb/pg_ctl).
 .venv-system.installed:
 	@command -v mosquitto >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq mosquitto; }
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| { apt-get update -qq && apt-get install -y -qq postgresql; }
 	@touch $@
 
-setup: $(STAMP) .venv-azure-device/.installed .venv-system.installed
+# Azurite, the Azure Blob Storage emulator the blob store's contract tests run against (npm,
+# installed under .tools/; Node.js from Debian when missing).
+.tools/.azurite.installed:
+	@command -v npm >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq nodejs npm; }
+	@npm install --silent --no-audit --no-fund --prefix .tools azurite@3.35.0
+	@touch $@
+
+setup: $(STAMP) .venv-azure-device/.installed .venv-system.installed .tools/.azurite.installed
 
 demo: $(STAMP)
 	$(VENV)/bin/tinyfleet demo

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from service.cli import agent, demo, hub, keys, models, release, repo
+from service.cli import agent, db, demo, hub, keys, models, release, repo
 
 app = typer.Typer(
     name="tinyfleet",
@@ -22,6 +22,7 @@ app.add_typer(repo.app, name="repo")
 app.add_typer(release.app, name="release")
 app.add_typer(hub.app, name="hub")
 app.add_typer(models.app, name="models")
+app.add_typer(db.app, name="db")
 app.command(name="demo")(demo.demo)
 
 

@@ -47,9 +47,13 @@ def test_two_core_release_installs_and_telemetry_flows(
     assert cores["m4-1"]["activeModel"]["modelId"] == "vibration"
     assert hub.reported["tinyfleet"]["service"]["ac"] == 200
 
-    wait_for(lambda: any(b.inference for b in hub.batches), what="inference telemetry")
-    models = {(r.core, r.model_id) for b in hub.batches for r in b.inference}
-    assert {("m4-0", "kws"), ("m4-1", "vibration")} <= models
+    def models() -> set[tuple[str, str]]:
+        return {(r.core, r.model_id) for b in list(hub.batches) for r in b.inference}
+
+    wait_for(
+        lambda: {("m4-0", "kws"), ("m4-1", "vibration")} <= models(),
+        what="inference telemetry from both cores",
+    )
     assert len(set(hub.message_ids)) == len(hub.message_ids)
 
 

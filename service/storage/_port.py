@@ -1,0 +1,257 @@
+"""The storage port: what the engine and the API may ask of a database.
+
+Work happens in a unit of work: `with storage.begin() as uow: ...` commits when the block ends
+and rolls back when it raises, so the engine saves a rollout's new state and the commands it
+emits (outbox) together or not at all. Keep units short: no network calls inside one.
+
+Every method raises only `StorageError` subclasses (see `_errors.py`) or `ValueError` for
+misuse. Listings are keyset-paginated by primary key: pass the returned `next_after` back.
+Time is a parameter (`now`); storage never reads the clock.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from service.storage._records import (
+    ApiToken,
+    AuditEntry,
+    ChainReport,
+    Device,
+    DeviceFilter,
+    DeviceGroup,
+    DeviceJob,
+    IssuedToken,
+    Lease,
+    OutboxMessage,
+    Page,
+    Release,
+    Role,
+    Rollout,
+    RolloutStage,
+)
+
+__all__ = [
+    "AuditLog",
+    "DeviceGroups",
+    "DeviceJobs",
+    "Devices",
+    "EngineLeases",
+    "Outbox",
+    "Releases",
+    "Rollouts",
+    "Storage",
+    "Tokens",
+    "UnitOfWork",
+]
+
+MAX_PAGE = 10_000
+
+
+def check_limit(limit: int) -> None:
+    """Refuse a page size outside 1..MAX_PAGE (a caller bug, so ValueError)."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be in 1..{MAX_PAGE}, got {limit}")
+
+
+class Devices(Protocol):
+    def upsert(self, devices: Iterable[Device]) -> int:
+        """Insert or replace devices by id (created_at of existing rows is kept); returns count."""
+
+    def get(self, device_id: str) -> Device:
+        """Raises NotFoundError."""
+
+    def list(
+        self, where: DeviceFilter, *, after: str | None = None, limit: int = 100
+    ) -> Page[Device]:
+        """Devices matching `where` with id > `after`, by id; `limit` in 1..MAX_PAGE."""
+
+    def count(self, where: DeviceFilter) -> int: ...
+
+
+class DeviceGroups(Protocol):
+    def put(self, group: DeviceGroup) -> None:
+        """Create or replace a group by id."""
+
+    def get(self, group_id: str) -> DeviceGroup:
+        """Raises NotFoundError."""
+
+    def list(self) -> builtins.list[DeviceGroup]: ...
+
+    def delete(self, group_id: str) -> None:
+        """Raises NotFoundError; ConflictError while a rollout refers to it."""
+
+    def members(self, group_id: str, *, after: str | None = None, limit: int = 100) -> Page[Device]:
+        """The group's current members (membership is dynamic). Raises NotFoundError."""
+
+
+class Releases(Protocol):
+    def create(self, release: Release) -> None:
+        """Raises AlreadyExistsError if the id is taken: releases are immutable."""
+
+    def get(self, release_id: str) -> Release:
+        """Raises NotFoundError."""
+
+    def list(self, *, after: str | None = None, limit: int = 100) -> Page[Release]: ...
+
+
+class Rollouts(Protocol):
+    def create(self, rollout: Rollout) -> Rollout:
+        """Store a new rollout at revision 1 and return it. AlreadyExistsError, NotFoundError
+        (group or release missing)."""
+
+    def get(self, rollout_id: str) -> Rollout:
+        """Raises NotFoundError."""
+
+    def save(self, rollout: Rollout, expected_revision: int) -> Rollout:
+        """Write the rollout if the stored revision is `expected_revision`; returns it at the
+        next revision. Raises RevisionConflictError otherwise, NotFoundError if missing."""
+
+    def list(
+        self, *, states: Sequence[str] | None = None, group_id: str | None = None
+    ) -> builtins.list[Rollout]: ...
+
+    def put_stage(self, stage: RolloutStage) -> None:
+        """Create or replace one stage of a rollout. Raises NotFoundError (rollout)."""
+
+    def stages(self, rollout_id: str) -> builtins.list[RolloutStage]:
+        """The rollout's stages by index."""
+
+
+class DeviceJobs(Protocol):
+    def add(self, jobs: Iterable[DeviceJob]) -> int:
+        """Insert jobs; a job whose (rollout, device) exists is left alone, so a replay after a
+        crash is harmless. Returns how many were inserted. Raises NotFoundError when the
+        rollout or a device does not exist; let the unit of work roll back then."""
+
+    def get(self, rollout_id: str, device_id: str) -> DeviceJob:
+        """Raises NotFoundError."""
+
+    def update(self, job: DeviceJob, *, expected_state: str | None = None) -> None:
+        """Replace a job; with `expected_state`, only if it is still in that state.
+        Raises NotFoundError, ConflictError (state moved on)."""
+
+    def transition(
+        self,
+        rollout_id: str,
+        device_ids: Sequence[str],
+        *,
+        from_states: Sequence[str],
+        to_state: str,
+        now: datetime,
+        reason: str | None = None,
+        next_attempt_at: datetime | None = None,
+        offered: bool = False,
+        count_attempt: bool = False,
+    ) -> int:
+        """Move the listed jobs that are in one of `from_states` to `to_state` in one statement;
+        `offered` stamps offered_at=now, `count_attempt` adds one attempt. Returns rows moved."""
+
+    def list(
+        self,
+        rollout_id: str,
+        *,
+        states: Sequence[str] | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> Page[DeviceJob]: ...
+
+    def count_by_state(self, rollout_id: str, *, stage: int | None = None) -> dict[str, int]: ...
+
+    def due(self, now: datetime, *, limit: int = 100) -> builtins.list[DeviceJob]:
+        """Jobs whose next_attempt_at <= now, earliest first."""
+
+    def for_device(self, device_id: str) -> builtins.list[DeviceJob]:
+        """Every job of one device, across rollouts (to refuse conflicting offers)."""
+
+
+class Outbox(Protocol):
+    def append(self, kind: str, payload: Mapping[str, Any], now: datetime) -> int:
+        """Queue a command; returns its id (ids grow)."""
+
+    def claim(self, *, limit: int = 100) -> builtins.list[OutboxMessage]:
+        """Undispatched messages, oldest first. On PostgreSQL the rows stay locked (SKIP LOCKED)
+        until the unit of work ends, so two dispatchers never claim the same message."""
+
+    def mark_dispatched(self, ids: Sequence[int], now: datetime) -> int: ...
+
+    def pending(self) -> int: ...
+
+
+class AuditLog(Protocol):
+    def append(
+        self, *, at: datetime, actor: str, action: str, subject: str, details: Mapping[str, Any]
+    ) -> AuditEntry:
+        """Append one entry, chained to the last one."""
+
+    def entries(self, *, after_seq: int = 0, limit: int = 100) -> builtins.list[AuditEntry]: ...
+
+    def verify_chain(self) -> ChainReport:
+        """Recompute every link and report the first broken one."""
+
+
+class Tokens(Protocol):
+    def create(self, name: str, role: Role, now: datetime) -> IssuedToken:
+        """Issue a token; its secret is returned once and stored only as a hash."""
+
+    def verify(self, secret: str) -> ApiToken | None:
+        """The live token for this secret, or None (unknown or revoked)."""
+
+    def revoke(self, token_id: str, now: datetime) -> None:
+        """Raises NotFoundError. Revoking twice keeps the first time."""
+
+    def list(self) -> builtins.list[ApiToken]: ...
+
+
+class EngineLeases(Protocol):
+    def acquire(self, name: str, holder: str, now: datetime, ttl: timedelta) -> Lease | None:
+        """Take the lease if free, expired or already ours; None if someone else holds it."""
+
+    def renew(self, name: str, holder: str, now: datetime, ttl: timedelta) -> Lease:
+        """Extend our lease. Raises LeaseLostError if it is not ours or has expired."""
+
+    def release(self, name: str, holder: str) -> None:
+        """Give the lease up if we hold it (no error otherwise)."""
+
+
+class UnitOfWork(Protocol):
+    """The repositories of one unit of work; all of them share its transaction."""
+
+    @property
+    def devices(self) -> Devices: ...
+
+    @property
+    def groups(self) -> DeviceGroups: ...
+
+    @property
+    def releases(self) -> Releases: ...
+
+    @property
+    def rollouts(self) -> Rollouts: ...
+
+    @property
+    def jobs(self) -> DeviceJobs: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def audit(self) -> AuditLog: ...
+
+    @property
+    def tokens(self) -> Tokens: ...
+
+    @property
+    def leases(self) -> EngineLeases: ...
+
+
+class Storage(Protocol):
+    def begin(self, *, readonly: bool = False) -> AbstractContextManager[UnitOfWork]:
+        """A unit of work: commit on normal exit, roll back on an exception.
+        `readonly` lets SQLite readers run alongside the writer."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,226 @@
+"""SQL repositories for the registry: devices, device groups and releases."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+
+from service.storage._errors import AlreadyExistsError, ConflictError, NotFoundError
+from service.storage._port import check_limit
+from service.storage._records import (
+    Device,
+    DeviceFilter,
+    DeviceGroup,
+    GroupKind,
+    Page,
+    Release,
+    group_filter,
+)
+from service.storage._schema import device_groups, devices, releases, rollouts
+from service.storage._sql_base import chunks, translate_errors, upsert_insert
+
+__all__ = ["SqlDeviceGroups", "SqlDevices", "SqlReleases"]
+
+_DEVICE_UPDATED = ("hardware_id", "profile", "agent_version", "tags", "reported", "last_seen")
+
+
+def _device(row: sa.Row[Any]) -> Device:
+    return Device(
+        id=row.id,
+        hardware_id=row.hardware_id,
+        profile=row.profile,
+        agent_version=row.agent_version,
+        tags=row.tags,
+        reported=row.reported,
+        last_seen=row.last_seen,
+        created_at=row.created_at,
+    )
+
+
+def _conditions(where: DeviceFilter) -> list[sa.ColumnElement[bool]]:
+    c = devices.c
+    found: list[sa.ColumnElement[bool]] = []
+    if where.hardware_id is not None:
+        found.append(c.hardware_id == where.hardware_id)
+    if where.profile is not None:
+        found.append(c.profile == where.profile)
+    if where.agent_version is not None:
+        found.append(c.agent_version == where.agent_version)
+    for key, value in where.tags.items():
+        found.append(c.tags[key].as_string() == value)
+    if where.last_seen_after is not None:
+        found.append(c.last_seen >= where.last_seen_after)
+    if where.last_seen_before is not None:
+        found.append(c.last_seen < where.last_seen_before)
+    return found
+
+
+@translate_errors
+class SqlDevices:
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+
+    def upsert(self, items: Iterable[Device]) -> int:
+        count = 0
+        insert = upsert_insert(self._conn, devices)
+        statement = insert.on_conflict_do_update(
+            index_elements=[devices.c.id],
+            set_={name: getattr(insert.excluded, name) for name in _DEVICE_UPDATED},
+        )
+        for batch in chunks(items):
+            rows = [
+                {
+                    "id": d.id,
+                    "hardware_id": d.hardware_id,
+                    "profile": d.profile,
+                    "agent_version": d.agent_version,
+                    "tags": dict(d.tags),
+                    "reported": dict(d.reported),
+                    "last_seen": d.last_seen,
+                    "created_at": d.created_at,
+                }
+                for d in batch
+            ]
+            self._conn.execute(statement, rows)
+            count += len(rows)
+        return count
+
+    def get(self, device_id: str) -> Device:
+        row = self._conn.execute(sa.select(devices).where(devices.c.id == device_id)).first()
+        if row is None:
+            raise NotFoundError("device", device_id)
+        return _device(row)
+
+    def list(
+        self, where: DeviceFilter, *, after: str | None = None, limit: int = 100
+    ) -> Page[Device]:
+        check_limit(limit)
+        query = sa.select(devices).where(*_conditions(where))
+        if after is not None:
+            query = query.where(devices.c.id > after)
+        rows = self._conn.execute(query.order_by(devices.c.id).limit(limit + 1)).all()
+        items = [_device(row) for row in rows[:limit]]
+        return Page(items, items[-1].id if len(rows) > limit else None)
+
+    def count(self, where: DeviceFilter) -> int:
+        query = sa.select(sa.func.count()).select_from(devices).where(*_conditions(where))
+        return int(self._conn.execute(query).scalar_one())
+
+
+def _group(row: sa.Row[Any]) -> DeviceGroup:
+    return DeviceGroup(
+        id=row.id,
+        name=row.name,
+        kind=GroupKind(row.kind),
+        selector=row.selector,
+        time_zone=row.time_zone,
+        production=row.production,
+    )
+
+
+@translate_errors
+class SqlDeviceGroups:
+    def __init__(self, conn: sa.Connection, devices_repo: SqlDevices) -> None:
+        self._conn = conn
+        self._devices = devices_repo
+
+    def put(self, group: DeviceGroup) -> None:
+        values = {
+            "id": group.id,
+            "name": group.name,
+            "kind": group.kind.value,
+            "selector": group.selector,
+            "time_zone": group.time_zone,
+            "production": group.production,
+        }
+        insert = upsert_insert(self._conn, device_groups).values(values)
+        taken = self._conn.execute(
+            sa.select(device_groups.c.id).where(
+                device_groups.c.name == group.name, device_groups.c.id != group.id
+            )
+        ).first()
+        if taken is not None:
+            raise AlreadyExistsError("group name", group.name)
+        self._conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=[device_groups.c.id],
+                set_={k: getattr(insert.excluded, k) for k in values if k != "id"},
+            )
+        )
+
+    def get(self, group_id: str) -> DeviceGroup:
+        query = sa.select(device_groups).where(device_groups.c.id == group_id)
+        row = self._conn.execute(query).first()
+        if row is None:
+            raise NotFoundError("group", group_id)
+        return _group(row)
+
+    def list(self) -> builtins.list[DeviceGroup]:
+        query = sa.select(device_groups).order_by(device_groups.c.id)
+        return [_group(row) for row in self._conn.execute(query)]
+
+    def delete(self, group_id: str) -> None:
+        self.get(group_id)
+        used = self._conn.execute(
+            sa.select(rollouts.c.id).where(rollouts.c.group_id == group_id).limit(1)
+        ).first()
+        if used is not None:
+            raise ConflictError(f"group {group_id!r} is used by a rollout")
+        self._conn.execute(sa.delete(device_groups).where(device_groups.c.id == group_id))
+
+    def members(self, group_id: str, *, after: str | None = None, limit: int = 100) -> Page[Device]:
+        return self._devices.list(group_filter(self.get(group_id)), after=after, limit=limit)
+
+
+def _release(row: sa.Row[Any]) -> Release:
+    return Release(
+        id=row.id,
+        counter=row.counter,
+        hardware_ids=tuple(row.hardware_ids),
+        manifest=row.manifest,
+        created_at=row.created_at,
+        created_by=row.created_by,
+    )
+
+
+@translate_errors
+class SqlReleases:
+    def __init__(self, conn: sa.Connection) -> None:
+        self._conn = conn
+
+    def create(self, release: Release) -> None:
+        # ON CONFLICT DO NOTHING rather than catching the unique violation: on PostgreSQL a
+        # failed statement would abort the caller's whole unit of work.
+        statement = (
+            upsert_insert(self._conn, releases)
+            .values(
+                id=release.id,
+                counter=release.counter,
+                hardware_ids=list(release.hardware_ids),
+                manifest=dict(release.manifest),
+                created_at=release.created_at,
+                created_by=release.created_by,
+            )
+            .on_conflict_do_nothing(index_elements=[releases.c.id])
+            .returning(releases.c.id)
+        )
+        if self._conn.execute(statement).first() is None:
+            raise AlreadyExistsError("release", release.id)
+
+    def get(self, release_id: str) -> Release:
+        row = self._conn.execute(sa.select(releases).where(releases.c.id == release_id)).first()
+        if row is None:
+            raise NotFoundError("release", release_id)
+        return _release(row)
+
+    def list(self, *, after: str | None = None, limit: int = 100) -> Page[Release]:
+        check_limit(limit)
+        query = sa.select(releases)
+        if after is not None:
+            query = query.where(releases.c.id > after)
+        rows = self._conn.execute(query.order_by(releases.c.id).limit(limit + 1)).all()
+        items = [_release(row) for row in rows[:limit]]
+        return Page(items, items[-1].id if len(rows) > limit else None)
