@@ -1,0 +1,238 @@
+"""How the engine stores the pure domain's values in the storage port's records (JSON mappings).
+
+Invariants:
+- `rollout_from_record(rollout_to_record(...))` gives back an equal domain rollout and plan.
+- Stage-plan bounds are 64-bit: they are stored as decimal strings, because SQLite's JSON
+  functions turn integers above 2**63 into floats.
+- A stored job keeps only what the job machine needs: `workflow_id` is derived from the attempt,
+  `release_id` is the spec's, `soak` the stage's; `next_attempt_at` holds the retry time of a
+  PENDING job and the deadline of a live one (a soaking job's `soak_until` is its deadline minus
+  the confirm grace, as `jobs._activated` sets it); `reason` holds `step:reason`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from service.domain.jobs import Job, JobState, workflow_id
+from service.domain.planner import OfferLedger, StagePlan
+from service.domain.rollout import Rollout, RolloutState
+from service.domain.rollout_events import Verdict
+from service.domain.spec import (
+    Advance,
+    FailureAction,
+    FailurePolicy,
+    IncreaseOn,
+    RatePolicy,
+    RetryPolicy,
+    RolloutSpec,
+    Stage,
+    SuccessPolicy,
+)
+from service.domain.windows import MaintenanceWindow
+from service.storage import DeviceJob
+from service.storage import Rollout as RolloutRecord
+
+__all__ = [
+    "job_from_record",
+    "job_to_record",
+    "rollout_from_record",
+    "rollout_to_record",
+    "spec_from_json",
+    "spec_to_json",
+]
+
+
+def _seconds(value: timedelta) -> float:
+    return value.total_seconds()
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse_time(value: object) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def spec_to_json(spec: RolloutSpec) -> dict[str, Any]:
+    return {
+        "rollout_id": spec.rollout_id,
+        "release_id": spec.release_id,
+        "group_id": spec.group_id,
+        "previous_release_id": spec.previous_release_id,
+        "production": spec.production,
+        "stages": [
+            {"name": s.name, "soak_s": _seconds(s.soak), "percent": s.percent, "count": s.count}
+            for s in spec.stages
+        ],
+        "success": {
+            "threshold_percent": spec.success.threshold_percent,
+            "advance": spec.success.advance.value,
+            "require_gate": spec.success.require_gate,
+        },
+        "failure": {
+            "threshold_percent": spec.failure.threshold_percent,
+            "min_devices": spec.failure.min_devices,
+            "action": spec.failure.action.value,
+        },
+        "retry": {
+            "in_progress_timeout_s": _seconds(spec.retry.in_progress_timeout),
+            "confirm_grace_s": _seconds(spec.retry.confirm_grace),
+            "max_retries": spec.retry.max_retries,
+            "backoff_base_s": _seconds(spec.retry.backoff_base),
+            "backoff_cap_s": _seconds(spec.retry.backoff_cap),
+        },
+        "rate": {
+            "base_per_minute": spec.rate.base_per_minute,
+            "factor": spec.rate.factor,
+            "every": spec.rate.every,
+            "increase_on": spec.rate.increase_on.value,
+            "max_per_minute": spec.rate.max_per_minute,
+        },
+        "start_at": _time(spec.start_at),
+        "windows": [
+            {"cron": w.cron.text, "duration_s": _seconds(w.duration), "zone": w.zone.key}
+            for w in spec.windows
+        ],
+    }
+
+
+def spec_from_json(data: Mapping[str, Any]) -> RolloutSpec:
+    """Raises SpecError (a stored spec that no longer validates) or KeyError (not a spec)."""
+    s, f, r, rate = data["success"], data["failure"], data["retry"], data["rate"]
+    return RolloutSpec(
+        rollout_id=data["rollout_id"],
+        release_id=data["release_id"],
+        group_id=data["group_id"],
+        previous_release_id=data["previous_release_id"],
+        production=bool(data["production"]),
+        stages=tuple(
+            Stage(st["name"], timedelta(seconds=st["soak_s"]), st["percent"], st["count"])
+            for st in data["stages"]
+        ),
+        success=SuccessPolicy(s["threshold_percent"], Advance(s["advance"]), s["require_gate"]),
+        failure=FailurePolicy(f["threshold_percent"], f["min_devices"], FailureAction(f["action"])),
+        retry=RetryPolicy(
+            timedelta(seconds=r["in_progress_timeout_s"]),
+            timedelta(seconds=r["confirm_grace_s"]),
+            r["max_retries"],
+            timedelta(seconds=r["backoff_base_s"]),
+            timedelta(seconds=r["backoff_cap_s"]),
+        ),
+        rate=RatePolicy(
+            rate["base_per_minute"],
+            rate["factor"],
+            rate["every"],
+            IncreaseOn(rate["increase_on"]),
+            rate["max_per_minute"],
+        ),
+        start_at=_parse_time(data["start_at"]),
+        windows=tuple(
+            MaintenanceWindow.parse(w["cron"], timedelta(seconds=w["duration_s"]), w["zone"])
+            for w in data["windows"]
+        ),
+    )
+
+
+def rollout_to_record(
+    rollout: Rollout, plan: StagePlan, base: RolloutRecord, now: datetime, epoch: int
+) -> RolloutRecord:
+    """The storage record for `rollout`, keeping `base`'s identity and revision; `epoch` is the
+    leader's fencing epoch that wrote it."""
+    state_data = {
+        "stage": rollout.stage,
+        "approvals": sorted(rollout.approvals),
+        "soak_until": _time(rollout.soak_until),
+        "gate": rollout.gate.value if rollout.gate is not None else None,
+        "ledger": [list(bucket) for bucket in rollout.ledger.buckets],
+        "baseline_failed": rollout.baseline_failed,
+        "baseline_finished": rollout.baseline_finished,
+        "rollback_jobs": rollout.rollback_jobs,
+        "reason": rollout.reason,
+        "started_at": _time(rollout.started_at),
+        "version": rollout.version,
+        "plan_bounds": [str(bound) for bound in plan.bounds],
+        "planned_devices": plan.planned_devices,
+        "epoch": epoch,
+    }
+    return replace(
+        base,
+        state=rollout.state.value,
+        spec=spec_to_json(rollout.spec),
+        state_data=state_data,
+        updated_at=now,
+    )
+
+
+def rollout_from_record(record: RolloutRecord) -> tuple[Rollout, StagePlan]:
+    spec = spec_from_json(record.spec)
+    d = record.state_data
+    rollout = Rollout(
+        spec=spec,
+        state=RolloutState(record.state),
+        stage=int(d["stage"]),
+        approvals=frozenset(d["approvals"]),
+        soak_until=_parse_time(d["soak_until"]),
+        gate=Verdict(d["gate"]) if d["gate"] is not None else None,
+        ledger=OfferLedger(tuple((int(s), int(c)) for s, c in d["ledger"])),
+        baseline_failed=int(d["baseline_failed"]),
+        baseline_finished=int(d["baseline_finished"]),
+        rollback_jobs=d["rollback_jobs"],
+        reason=str(d["reason"]),
+        started_at=_parse_time(d["started_at"]),
+        version=int(d["version"]),
+    )
+    plan = StagePlan(
+        spec.rollout_id, tuple(int(b) for b in d["plan_bounds"]), int(d["planned_devices"])
+    )
+    return rollout, plan
+
+
+_WAITING = frozenset({JobState.PENDING})
+
+
+def job_to_record(job: Job, now: datetime) -> DeviceJob:
+    timer = job.not_before if job.state in _WAITING else job.deadline
+    return DeviceJob(
+        rollout_id=job.rollout_id,
+        device_id=job.device_id,
+        stage=job.stage,
+        state=job.state.value,
+        updated_at=job.changed_at or now,
+        reason=f"{job.step}:{job.reason}" if job.step or job.reason else None,
+        attempts=job.attempt,
+        next_attempt_at=timer,
+    )
+
+
+def job_from_record(record: DeviceJob, spec: RolloutSpec) -> Job:
+    state = JobState(record.state)
+    step, _, reason = (record.reason or "").partition(":")
+    deadline = None if state in _WAITING else record.next_attempt_at
+    soak_until = None
+    if state is JobState.SOAKING and deadline is not None:
+        soak_until = deadline - spec.retry.confirm_grace
+    return Job(
+        rollout_id=record.rollout_id,
+        device_id=record.device_id,
+        release_id=spec.release_id,
+        stage=record.stage,
+        soak=spec.stages[record.stage].soak,
+        state=state,
+        attempt=record.attempts,
+        workflow_id=(
+            workflow_id(spec.rollout_id, spec.release_id, record.attempts)
+            if record.attempts
+            else None
+        ),
+        not_before=record.next_attempt_at if state in _WAITING else None,
+        deadline=deadline,
+        soak_until=soak_until,
+        reason=reason,
+        step=step,
+        changed_at=record.updated_at,
+    )

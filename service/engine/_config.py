@@ -1,0 +1,41 @@
+"""The engine's configuration: one typed object with hard limits, built at the entry point."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+__all__ = ["EngineConfig"]
+
+MAX_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Where devices fetch metadata from, and how the engine leads and batches.
+
+    `director_url` may contain `{device_id}`: each device has its own director repository.
+    """
+
+    image_url: str
+    director_url: str
+    targets_url: str
+    holder: str = "engine"
+    lease_name: str = "rollout-engine"
+    lease_ttl: timedelta = timedelta(seconds=30)
+    report_batch: int = 500  # twins read per hub query batch
+    dispatch_batch: int = 100  # outbox messages claimed per dispatcher round
+
+    def __post_init__(self) -> None:
+        for name in ("image_url", "director_url", "targets_url"):
+            if not getattr(self, name).startswith(("https://", "http://")):
+                raise ValueError(f"{name} must be an http(s) URL")
+        if not timedelta(seconds=1) <= self.lease_ttl <= timedelta(minutes=10):
+            raise ValueError("lease_ttl must be 1 second..10 minutes")
+        if not 1 <= self.report_batch <= MAX_BATCH or not 1 <= self.dispatch_batch <= MAX_BATCH:
+            raise ValueError(f"batch sizes must be 1..{MAX_BATCH}")
+        if not self.holder or not self.lease_name:
+            raise ValueError("holder and lease_name must be non-empty")
+
+    def director_url_for(self, device_id: str) -> str:
+        return self.director_url.replace("{device_id}", device_id)

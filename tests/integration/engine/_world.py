@@ -1,0 +1,177 @@
+"""A small world for the engine tests: storage, the in-memory hub, simulated devices, and a
+driver that restarts the engine and dispatcher from storage after every injected crash."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from device_agent.protocol import COMPONENT
+from service.domain.jobs import JobState
+from service.domain.planner import StagePlan
+from service.domain.rollout_events import Start
+from service.domain.spec import (
+    FailureAction,
+    FailurePolicy,
+    RolloutSpec,
+    Stage,
+    SuccessPolicy,
+)
+from service.engine import (
+    Dispatcher,
+    Engine,
+    EngineConfig,
+    MemoryDirector,
+    MemoryNotifier,
+)
+from service.hubgateway import MemoryHubGateway
+from service.storage import Device, DeviceGroup, GroupKind, Release, Storage
+
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+CONFIG = EngineConfig(
+    image_url="https://repo.test/image/metadata/",
+    director_url="https://repo.test/director/devices/{device_id}/metadata/",
+    targets_url="https://repo.test/image/targets/",
+)
+_STEPS = ("check", "verify", "stage", "activate")
+_RANK = {s: i for i, s in enumerate(JobState)}
+FINAL = {"completed", "aborted", "rolled_back"}
+
+
+class Crash(Exception):
+    """Stands for the process dying at a step boundary."""
+
+
+@dataclass
+class Fleet:
+    """Devices that install what they are offered, one step per minute; `bad` ones refuse it."""
+
+    hub: MemoryHubGateway
+    ids: list[str]
+    bad: set[str]
+    progress: dict[str, tuple[str, int]] = field(default_factory=dict)
+    seen: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
+    acked: set[str] = field(default_factory=set)  # devices that reported the release active
+
+    def step(self) -> None:
+        for device in self.ids:
+            workflow = self.hub.desired(device).get(COMPONENT, {}).get("service", {})
+            workflow = workflow.get("workflow") or {}
+            wid, action = workflow.get("id"), workflow.get("action")
+            if not wid:
+                self._report(device, {"state": "idle", "installedReleaseId": "rel-0"})
+                continue
+            self.seen.setdefault(device, set()).add((wid, action))
+            if action != 3:
+                self._report(device, {"state": "idle", "installedReleaseId": "rel-0"})
+                continue
+            if self.progress.get(device, ("", 0))[0] != wid:
+                self.progress[device] = (wid, 0)
+            index = self.progress[device][1]
+            release = wid.split(".")[1]
+            if device in self.bad:
+                self._report(device, _agent("failed", wid, "rel-0", "check", "signature"))
+            elif index < len(_STEPS):
+                self._report(device, _agent("deploying", wid, "rel-0", _STEPS[index], ""))
+                self.progress[device] = (wid, index + 1)
+            else:
+                self._report(device, _agent("idle", wid, release, "confirm", ""))
+                self.acked.add(device)
+
+    def _report(self, device: str, agent: dict[str, Any]) -> None:
+        self.hub.report(device, {COMPONENT: {"__t": "c", "agent": agent}})
+
+
+def _agent(state: str, wid: str, installed: str, step: str, reason: str) -> dict[str, Any]:
+    return {
+        "state": state,
+        "workflow": {"id": wid},
+        "installedReleaseId": installed,
+        "lastResult": {"step": step, "reason": reason},
+        "cores": {"m4-0": {"state": "running"}},
+    }
+
+
+def spec(action: FailureAction = FailureAction.ABORT) -> RolloutSpec:
+    return RolloutSpec(
+        rollout_id="ro-1",
+        release_id="rel-1",
+        group_id="grp-1",
+        stages=(
+            Stage("canary", timedelta(minutes=5), count=4),
+            Stage("rest", timedelta(minutes=5), percent=100),
+        ),
+        success=SuccessPolicy(threshold_percent=80),
+        failure=FailurePolicy(threshold_percent=20, min_devices=10, action=action),
+    )
+
+
+@dataclass
+class World:
+    storage: Storage
+    devices: int = 20
+    bad_in_rest: int = 2
+    crash_rate: float = 0.0  # chance of a crash at each step boundary (seeded)
+    seed: int = 0
+    crash_at: set[str] = field(default_factory=set)  # or at the first time each named step runs
+    now: datetime = T0
+    crashes: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self.hub = MemoryHubGateway(clock=lambda: self.now)
+        self.director = MemoryDirector()
+        self.notifier = MemoryNotifier()
+        ids = [f"dev-{n:03d}" for n in range(self.devices)]
+        with self.storage.begin() as uow:
+            uow.devices.upsert(Device(d, "mt3620", T0, tags={"fleet": "demo"}) for d in ids)
+            uow.groups.put(DeviceGroup("grp-1", "demo", GroupKind.TAG, "fleet=demo"))
+            for n, rid in enumerate(("rel-0", "rel-1")):
+                uow.releases.create(Release(rid, n, ("mt3620",), {}, T0, "alice"))
+        for d in ids:
+            self.hub.register_device(d)
+        self.spec = spec()
+        setup = Engine(self.storage, self.hub, CONFIG)
+        setup.create_rollout(self.spec, T0)
+        with self.storage.begin(readonly=True) as uow:
+            plan_data = uow.rollouts.get("ro-1").state_data
+        plan = StagePlan("ro-1", tuple(int(b) for b in plan_data["plan_bounds"]), self.devices)
+        rest = [d for d in ids if plan.stage_of(d) == 1]
+        self.fleet = Fleet(self.hub, ids, set(rest[: self.bad_in_rest]))
+        setup.command("ro-1", Start("alice"), T0)
+        self._rng = random.Random(self.seed)
+        self._restart()
+
+    def _hook(self, step: str) -> None:
+        due_random = self._rng.random() < self.crash_rate
+        due_named = step in self.crash_at and step not in self.crashes
+        if due_random or due_named:
+            self.crashes[step] += 1
+            raise Crash(step)
+
+    def _restart(self) -> None:
+        """A new process: engine and dispatcher rebuilt, nothing kept but storage and the hub."""
+        self.engine = Engine(self.storage, self.hub, CONFIG, hook=self._hook)
+        self.dispatcher = Dispatcher(
+            self.storage, self.hub, self.director, self.notifier, CONFIG, hook=self._hook
+        )
+
+    def step(self) -> None:
+        self.now += timedelta(minutes=1)
+        self.fleet.step()
+        try:
+            self.engine.tick(self.now)
+            self.dispatcher.run_once(self.now)
+        except Crash:
+            self._restart()
+
+    def rollout_state(self) -> tuple[str, int, int]:
+        with self.storage.begin(readonly=True) as uow:
+            r = uow.rollouts.get("ro-1")
+        return r.state, int(r.state_data["stage"]), int(r.state_data["version"])
+
+    def jobs(self) -> dict[str, str]:
+        with self.storage.begin(readonly=True) as uow:
+            return {j.device_id: j.state for j in uow.jobs.list("ro-1", limit=1000).items}
