@@ -35,15 +35,15 @@ def default_firmware() -> Path:
     return FIRMWARE_DIR / "m4-1.0.0.json"
 
 
-class QueryFetcher(FetcherInterface):
+class QueryFetcher(Urllib3Fetcher):
     """python-tuf's HTTP fetcher with a query string (e.g. an Azure Blob SAS token) appended."""
 
     def __init__(self, query: str) -> None:
-        self._inner = Urllib3Fetcher()
+        super().__init__()
         self._query = f"?{query}" if query else ""
 
     def _fetch(self, url: str) -> Iterator[bytes]:
-        return self._inner._fetch(url + self._query)
+        return super()._fetch(url + self._query)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 
 from service.config import Settings
 from signing import ArtifactError, KeystoreError, PublishError
-from signing.device import DeviceIdentity, DeviceVerifier, VerifiedRelease, VerifiedTarget
+from signing.device import DeviceIdentity, DeviceVerifier, VerifiedRelease
 from signing.director import Assignment, DirectorRepository
 from signing.fields import ReleaseManifest
 from signing.image_repo import DELEGATED_ROLES, ImageRepository
@@ -24,7 +24,7 @@ from signing.keys import KeyEntry, KeyScheme, Keystore, KeystoreKeyRing
 from signing.store import DirectoryStore, FileAnchor, RepositoryStore, StoreFetcher
 from signing.stream import VerifiedDigest
 
-__all__ = ["ArtifactSpec", "RoleStatus", "TrustService"]
+__all__ = ["ArtifactSpec", "RoleStatus", "TrustService", "stream_targets"]
 
 TOP_ROLES = ("root", "targets", "snapshot", "timestamp")
 ONLINE_ROLES = ("snapshot", "timestamp")
@@ -317,18 +317,16 @@ class TrustService:
             director_url=f"store:///{director.metadata_prefix(device_id)}",
         )
 
-    def stream_targets(
-        self,
-        release: VerifiedRelease,
-        on_chunk: Callable[[VerifiedTarget, int], None] | None = None,
-    ) -> dict[str, VerifiedDigest]:
-        """Stream each target's bytes from the store through its verifier; never whole in memory."""
-        verdicts = {}
-        for target in release.targets:
-            verifier = target.verifier()
-            for chunk in self.store.get(f"image/targets/{target.url_path()}"):
-                verifier.update(chunk)
-                if on_chunk:
-                    on_chunk(target, len(chunk))
-            verdicts[target.path] = verifier.finish()
-        return verdicts
+    def stream_targets(self, release: VerifiedRelease) -> dict[str, VerifiedDigest]:
+        return stream_targets(self.store, release)
+
+
+def stream_targets(store: RepositoryStore, release: VerifiedRelease) -> dict[str, VerifiedDigest]:
+    """Stream each target's bytes from `store` through its verifier; never whole in memory."""
+    verdicts = {}
+    for target in release.targets:
+        verifier = target.verifier()
+        for chunk in store.get(f"image/targets/{target.url_path()}"):
+            verifier.update(chunk)
+        verdicts[target.path] = verifier.finish()
+    return verdicts

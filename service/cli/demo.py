@@ -24,7 +24,7 @@ from service.cli import _context
 from service.cli._demo_device import run_device
 from service.cli._output import console, emit_table, fail
 from service.config import Mode
-from service.trust import ArtifactSpec, TrustService
+from service.trust import ArtifactSpec, TrustService, stream_targets
 from signing import SigningError, UpdateRejected
 from signing.device import DeviceIdentity, DeviceVerifier
 from signing.keys import KeyScheme
@@ -172,6 +172,8 @@ def _attack_table(first_timestamp: bytes) -> list[Attack]:
 
 def _attacks(service: TrustService, attacks: list[Attack]) -> None:
     console.print("6. an attacker controls a mirror of the published files:")
+    # The device pins the roots it was provisioned with (the service's), never the mirror's.
+    roots = (service.image().root_bytes(), service.director().root_bytes())
     rows = []
     for name, device_id, attack in attacks:
         with tempfile.TemporaryDirectory(prefix="tinyfleet-attack-") as tmp:
@@ -180,30 +182,26 @@ def _attacks(service: TrustService, attacks: list[Attack]) -> None:
             own_state = service.settings.devices_dir / device_id
             if own_state.exists():
                 shutil.copytree(own_state, state)
-            before = _state(state) if state.exists() else ""
+            before = _state(state)
             attack(mirror)
-            verdict = _try_update(DirectoryStore(mirror), device_id, state)
-            after = _state(state) if state.exists() else ""
-            installed = (state / "installed.json").exists() and before == ""
-            rows.append(
-                (
-                    name,
-                    device_id,
-                    verdict,
-                    "installed nothing"
-                    if before == "" and not installed
-                    else ("unchanged" if after == before else "CHANGED"),
-                )
-            )
+            verdict = _try_update(DirectoryStore(mirror), device_id, state, roots)
+            after = _state(state)
+            if not own_state.exists() and not (state / "installed.json").exists():
+                outcome = "installed nothing"
+            else:
+                outcome = "unchanged" if after == before else "CHANGED"
+            rows.append((name, device_id, verdict, outcome))
     emit_table("   attacks", ["attack", "device", "device says", "trusted state"], rows)
 
 
-def _try_update(store: DirectoryStore, device_id: str, state: Path) -> str:
+def _try_update(
+    store: DirectoryStore, device_id: str, state: Path, roots: tuple[bytes, bytes]
+) -> str:
     device = DeviceVerifier(
         DeviceIdentity(device_id, "mt3620"),
         state,
-        image_root=b"".join(store.get("image/metadata/1.root.json")),
-        director_root=b"".join(store.get("director/root/metadata/1.root.json")),
+        image_root=roots[0],
+        director_root=roots[1],
         fetcher=StoreFetcher(store),
         image_url="store:///image/metadata/",
         director_url=f"store:///director/devices/{device_id}/metadata/",
@@ -212,13 +210,7 @@ def _try_update(store: DirectoryStore, device_id: str, state: Path) -> str:
         release = device.check()
         if release is None:
             return "nothing to do"
-        verdicts = {}
-        for target in release.targets:
-            checker = target.verifier()
-            for chunk in store.get(f"image/targets/{target.url_path()}"):
-                checker.update(chunk)
-            verdicts[target.path] = checker.finish()
-        device.commit_install(release, verdicts)
+        device.commit_install(release, stream_targets(store, release))
         return "ACCEPTED (a defect)"
     except UpdateRejected as exc:
         return f"refused: {type(exc).__name__} ({exc.reason})"

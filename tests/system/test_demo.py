@@ -24,4 +24,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         assert f"refused: {refusal}" in out
     assert "ACCEPTED" not in out and "CHANGED" not in out
     assert "the twin reports state 'idle'" in out
-    assert "kws       │ 2.0.0" in out or "kws" in out.split("inference telemetry")[1]
+    telemetry = out.split("inference telemetry")[1]
+    for core, model in (("m4-0", "kws"), ("m4-1", "vibration")):
+        assert any(
+            core in line and model in line and "2.0.0" in line for line in telemetry.splitlines()
+        ), telemetry
