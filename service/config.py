@@ -38,6 +38,35 @@ class Settings(BaseSettings):
     root_keys: int = Field(default=3, ge=1, le=16)
     root_threshold: int = Field(default=2, ge=1, le=16)
 
+    # The service's adapters (issue 5/6). Empty means the embedded default under `data_dir`.
+    db_url: str = Field(default="", description="SQLAlchemy URL; default sqlite in data_dir")
+    blob_url: str = Field(
+        default="",
+        description="blob store: empty or file://DIR (filesystem), or azure://CONTAINER "
+        "with blob_connection_string",
+    )
+    blob_connection_string: SecretStr | None = None  # Azure Storage / Azurite
+    blob_public_url: str = Field(
+        default="", description="base URL devices fetch blobs from (filesystem store's server)"
+    )
+    blob_signing_key: SecretStr | None = None  # HMAC key of filesystem signed URLs
+    blob_url_ttl: timedelta = Field(
+        default=timedelta(hours=24), ge=timedelta(minutes=1), le=timedelta(days=7)
+    )
+    hub_connection_string: SecretStr | None = None  # service policy connection string
+    telemetry_source: str = Field(
+        default="",
+        description="feed to ingest: empty (none), mockhub:PATH (the mock hub's feed file) or "
+        "eventhub (with eventhub_connection_string)",
+    )
+    eventhub_connection_string: SecretStr | None = None
+    eventhub_consumer_group: str = "$Default"
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    engine_interval: timedelta = Field(
+        default=timedelta(seconds=2), ge=timedelta(milliseconds=50), le=timedelta(minutes=5)
+    )
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.mode is Mode.PRODUCTION:
@@ -59,6 +88,17 @@ class Settings(BaseSettings):
     @property
     def devices_dir(self) -> Path:
         return self.data_dir / "devices"
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.data_dir / 'tinyfleet.db'}"
+
+    @property
+    def blob_dir(self) -> Path:
+        """The filesystem blob store's folder (`file://DIR`, default DATA/blobs)."""
+        if self.blob_url.startswith("file://"):
+            return Path(self.blob_url.removeprefix("file://"))
+        return self.data_dir / "blobs"
 
     @property
     def dev_mode(self) -> bool:
