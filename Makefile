@@ -20,10 +20,12 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # System tools the tests use, from Debian when missing: mosquitto (the hub benchmark's C
-# baseline) and PostgreSQL's binaries (the storage tests use the server on 127.0.0.1:5432 when it
-# answers, else start a throwaway cluster with initdb/pg_ctl).
+# baseline), PostgreSQL's binaries (the storage tests use the server on 127.0.0.1:5432 when it
+# answers, else start a throwaway cluster with initdb/pg_ctl) and Chromium (the dashboard's
+# browser tests drive it headless through playwright).
 .venv-system.installed:
 	@command -v mosquitto >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq mosquitto; }
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
 	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 		|| { apt-get update -qq && apt-get install -y -qq postgresql; }
 	@touch $@
