@@ -24,10 +24,12 @@ Invariants:
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -40,6 +42,8 @@ __all__ = [
     "StageFigures",
     "StagePlan",
     "figures_by_stage",
+    "plan_from_hash_set",
+    "plan_from_hashes",
     "plan_jobs",
     "plan_stages",
     "select_offers",
@@ -47,6 +51,7 @@ __all__ = [
 ]
 
 _HASH_SPACE = 1 << 64
+_PARTIAL_SORT_SHARE = 16  # `plan_from_hash_set` selects instead of sorting below 1/16 of them
 _WINDOW_SECONDS = 60
 
 
@@ -86,7 +91,13 @@ def plan_stages(spec: RolloutSpec, device_ids: Iterable[str]) -> StagePlan:
         digest = prefix.copy()
         digest.update(device_id.encode())
         unique.add(from_bytes(digest.digest()[:8], "big"))
-    hashes = sorted(unique)
+    return plan_from_hashes(spec, unique)
+
+
+def plan_from_hashes(spec: RolloutSpec, device_hashes: Iterable[int]) -> StagePlan:
+    """`plan_stages` for members given by their `stage_hash` (a caller that already hashed a
+    million devices does not hash them twice). Equal hashes count once."""
+    hashes = sorted(set(device_hashes))
     total = len(hashes)
     bounds: list[int] = []
     placed = 0
@@ -99,6 +110,37 @@ def plan_stages(spec: RolloutSpec, device_ids: Iterable[str]) -> StagePlan:
         placed = min(total, placed + size)
         bounds.append(hashes[placed] if placed < total else _HASH_SPACE)
     return StagePlan(spec.rollout_id, tuple(bounds), total)
+
+
+def plan_from_hash_set(spec: RolloutSpec, device_hashes: AbstractSet[int]) -> StagePlan:
+    """`plan_from_hashes` for a set of hashes, without sorting all of them when every bound
+    falls among the smallest (a first stage of 1,000 devices in a fleet of a million needs the
+    1,001 smallest hashes, not a sorted million). Equal to `plan_from_hashes` on the same set."""
+    total = len(device_hashes)
+    positions = _bound_positions(spec, total)
+    reach = max((p + 1 for p in positions if p < total), default=0)
+    if reach * _PARTIAL_SORT_SHARE <= total:
+        ordered = heapq.nsmallest(reach, device_hashes)
+    else:
+        ordered = sorted(device_hashes)
+    bounds = tuple(ordered[p] if p < total else _HASH_SPACE for p in positions)
+    return StagePlan(spec.rollout_id, bounds, total)
+
+
+def _bound_positions(spec: RolloutSpec, total: int) -> list[int]:
+    """Per stage but the last, the rank (in sorted hashes) of its exclusive upper bound, as
+    `plan_from_hashes` places them; `total` means "no device left": the bound is 2**64."""
+    positions: list[int] = []
+    placed = 0
+    for stage in spec.stages[:-1]:
+        if stage.count is not None:
+            size = stage.count
+        else:
+            assert stage.percent is not None
+            size = max(1, math.ceil(stage.percent * total / 100)) if total else 0
+        placed = min(total, placed + size)
+        positions.append(placed)
+    return positions
 
 
 def plan_jobs(spec: RolloutSpec, plan: StagePlan, device_ids: Iterable[str]) -> Iterator[Job]:

@@ -8,6 +8,8 @@ Invariants:
 - At least one stage; the last stage always takes every device left (its size only matters for
   the stages before it), so every device of the group has a stage.
 - A failure action `ROLLBACK` (or an operator rollback) needs `previous_release_id`.
+- `gate`, when given, is one health-gate policy for every stage; `success.require_gate` makes a
+  stage wait for a PASS verdict before it advances.
 - `RatePolicy.rate(n)` is non-decreasing in `n`, at least `base_per_minute` and at most
   `max_per_minute`.
 """
@@ -20,6 +22,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from service.domain.errors import SpecError
+from service.domain.gates import GatePolicy
 from service.domain.windows import MaintenanceWindow
 
 __all__ = [
@@ -216,6 +219,7 @@ class RolloutSpec:
     rate: RatePolicy = field(default_factory=RatePolicy)
     start_at: datetime | None = None
     windows: tuple[MaintenanceWindow, ...] = ()
+    gate: GatePolicy | None = None  # one health-gate policy for every stage (telemetry judges)
 
     def __post_init__(self) -> None:
         check_id(self.rollout_id, "rollout_id")
@@ -243,3 +247,8 @@ class RolloutSpec:
         if self.start_at is not None:
             _check(self.start_at.tzinfo is not None, "start_at", "must be timezone-aware")
         _check(len(self.windows) <= MAX_WINDOWS, "windows", f"at most {MAX_WINDOWS}")
+        _check(
+            self.gate is None or isinstance(self.gate, GatePolicy),
+            "gate",
+            "must be a GatePolicy",
+        )

@@ -4,8 +4,10 @@ Invariants:
 - `rollout_from_record(rollout_to_record(...))` gives back an equal domain rollout and plan.
 - Stage-plan bounds are 64-bit: they are stored as decimal strings, because SQLite's JSON
   functions turn integers above 2**63 into floats.
-- A stored job keeps only what the job machine needs: `workflow_id` is derived from the attempt,
-  `release_id` is the spec's, `soak` the stage's; `next_attempt_at` holds the retry time of a
+- A stored job keeps only what the job machine needs: `workflow_id` is derived from the attempt
+  and the job's release; `soak` is the stage's for a forward job and 0 for a rollback job (a job
+  of another release than the spec's); `earlier_attempts` is not stored (a re-opened rollback
+  job counts its earlier offers against its retries); `next_attempt_at` holds the retry time of a
   PENDING job and the deadline of a live one (a soaking job's `soak_until` is its deadline minus
   the confirm grace, as `jobs._activated` sets it); `reason` holds `step:reason`.
 """
@@ -17,8 +19,9 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from service.domain.gates import GatePolicy
 from service.domain.jobs import Job, JobState, workflow_id
-from service.domain.planner import OfferLedger, StagePlan
+from service.domain.planner import OfferLedger, StagePlan, stage_hash
 from service.domain.rollout import Rollout, RolloutState
 from service.domain.rollout_events import Verdict
 from service.domain.spec import (
@@ -98,6 +101,8 @@ def spec_to_json(spec: RolloutSpec) -> dict[str, Any]:
             {"cron": w.cron.text, "duration_s": _seconds(w.duration), "zone": w.zone.key}
             for w in spec.windows
         ],
+        # The telemetry helper reads the gate policy from here (GatePolicy.to_dict()).
+        "gate": spec.gate.to_dict() if spec.gate is not None else None,
     }
 
 
@@ -135,6 +140,7 @@ def spec_from_json(data: Mapping[str, Any]) -> RolloutSpec:
             MaintenanceWindow.parse(w["cron"], timedelta(seconds=w["duration_s"]), w["zone"])
             for w in data["windows"]
         ),
+        gate=GatePolicy.from_dict(data["gate"]) if data.get("gate") is not None else None,
     )
 
 
@@ -193,39 +199,51 @@ def rollout_from_record(record: RolloutRecord) -> tuple[Rollout, StagePlan]:
 
 
 _WAITING = frozenset({JobState.PENDING})
+_ORDER_OFFSET = 1 << 63  # order_key = stage hash - 2**63: the hash order in a signed BIGINT
 
 
-def job_to_record(job: Job, now: datetime) -> DeviceJob:
+def job_to_record(job: Job, now: datetime, base: DeviceJob | None = None) -> DeviceJob:
+    """The stored job; `base` (the record it was read from) keeps `offered_at` and `order_key`."""
     timer = job.not_before if job.state in _WAITING else job.deadline
+    order_key = (
+        base.order_key
+        if base is not None
+        else stage_hash(job.rollout_id, job.device_id) - _ORDER_OFFSET
+    )
     return DeviceJob(
         rollout_id=job.rollout_id,
         device_id=job.device_id,
+        release_id=job.release_id,
         stage=job.stage,
         state=job.state.value,
         updated_at=job.changed_at or now,
-        reason=f"{job.step}:{job.reason}" if job.step or job.reason else None,
+        reason=_reason(job),
         attempts=job.attempt,
         next_attempt_at=timer,
+        offered_at=base.offered_at if base is not None else None,
+        order_key=order_key,
     )
 
 
 def job_from_record(record: DeviceJob, spec: RolloutSpec) -> Job:
+    """The domain job; a job of another release than the spec's is a rollback job (no soak)."""
     state = JobState(record.state)
     step, _, reason = (record.reason or "").partition(":")
     deadline = None if state in _WAITING else record.next_attempt_at
     soak_until = None
     if state is JobState.SOAKING and deadline is not None:
         soak_until = deadline - spec.retry.confirm_grace
+    forward = record.release_id == spec.release_id
     return Job(
         rollout_id=record.rollout_id,
         device_id=record.device_id,
-        release_id=spec.release_id,
+        release_id=record.release_id,
         stage=record.stage,
-        soak=spec.stages[record.stage].soak,
+        soak=spec.stages[record.stage].soak if forward else timedelta(0),
         state=state,
         attempt=record.attempts,
         workflow_id=(
-            workflow_id(spec.rollout_id, spec.release_id, record.attempts)
+            workflow_id(spec.rollout_id, record.release_id, record.attempts)
             if record.attempts
             else None
         ),
@@ -236,3 +254,13 @@ def job_from_record(record: DeviceJob, spec: RolloutSpec) -> Job:
         step=step,
         changed_at=record.updated_at,
     )
+
+
+MAX_REASON = 200  # the jobs table's reason column; a gate's or device's longer text is cut
+
+
+def _reason(job: Job) -> str | None:
+    if not job.step and not job.reason:
+        return None
+    text = f"{job.step}:{job.reason}"
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 1] + "…"

@@ -25,6 +25,8 @@ class EngineConfig:
     lease_ttl: timedelta = timedelta(seconds=30)
     report_batch: int = 500  # twins read per hub query batch
     dispatch_batch: int = 100  # outbox messages claimed per dispatcher round
+    joiner_scan: int = 5_000  # devices checked for a missing job, per rollout and tick
+    query: str = ""  # the blob store's signed grant, appended by devices to every fetch
 
     def __post_init__(self) -> None:
         for name in ("image_url", "director_url", "targets_url"):
@@ -32,7 +34,10 @@ class EngineConfig:
                 raise ValueError(f"{name} must be an http(s) URL")
         if not timedelta(seconds=1) <= self.lease_ttl <= timedelta(minutes=10):
             raise ValueError("lease_ttl must be 1 second..10 minutes")
-        if not 1 <= self.report_batch <= MAX_BATCH or not 1 <= self.dispatch_batch <= MAX_BATCH:
+        if not all(
+            1 <= size <= MAX_BATCH
+            for size in (self.report_batch, self.dispatch_batch, self.joiner_scan)
+        ):
             raise ValueError(f"batch sizes must be 1..{MAX_BATCH}")
         if not self.holder or not self.lease_name:
             raise ValueError("holder and lease_name must be non-empty")

@@ -3,12 +3,19 @@
 One `tick(now)`:
 1. take or renew the leader lease (`EngineLeases`); without it, do nothing;
 2. per live rollout: read its live jobs (a read-only unit), read those devices' reported twins
-   from the hub gateway in batches (outside any unit: no network call holds a transaction);
+   from the hub gateway in batches, and ask the health gate for its verdict on the current
+   stage (outside any unit: no network call or telemetry query holds a transaction);
 3. in **one unit of work**: renew the lease again (so a deposed leader's unit fails with
    `LeaseLostError` and rolls back: the fencing), re-read the rollout and its live jobs, turn
-   reports and passed deadlines into job events (`jobs.observe`, `jobs.expire`), build the
-   `JobsSummary`, call `decide`, apply `Offered`/`Cancel` to the jobs the commands name, and
-   save the rollout (expected revision), the jobs (expected state) and the commands (outbox).
+   reports and passed deadlines into job events (`jobs.observe`, `jobs.expire`), give devices
+   that joined the group PENDING jobs (bounded), build the `JobsSummary` with set-based queries
+   (figures grouped in SQL, one page of candidates), call `decide` (with a changed gate verdict
+   as a `GateResult`), apply `Offered`/`Cancel`/`StartRollback` to the jobs the commands name,
+   and save the rollout (expected revision), the jobs (expected state) and the commands (outbox).
+
+Scale: a tick reads the live jobs (offered .. soaking), never the PENDING or finished ones; the
+candidates come from one `LIMIT budget` query walking the (rollout, release, state, stage,
+order_key) index, with the "busy in another rollout" check inside it.
 
 Invariants:
 - Nothing leaves the engine except through the outbox, written in the same unit as the state
@@ -23,8 +30,10 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+import logging
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -35,31 +44,39 @@ from service.domain.commands import (
     StartRollback,
     WriteDirector,
 )
-from service.domain.job_events import Cancel, DeviceReport, JobEvent, Offered
-from service.domain.jobs import ACTIVE_STATES, Job, JobState, apply, expire, observe
-from service.domain.planner import Candidate, StageFigures, plan_stages, stage_hash
+from service.domain.job_events import DeviceReport, JobEvent
+from service.domain.jobs import ACTIVE_STATES, Job, JobState, expire, observe
+from service.domain.planner import Candidate, StageFigures, plan_from_hash_set
 from service.domain.rollout import (
+    TRANSITIONS,
     Decision,
     JobsSummary,
     Rollout,
     RolloutState,
+    apply,
     decide,
     offer_budget,
 )
-from service.domain.rollout_events import Rollback, RolloutEvent
-from service.domain.spec import FailureAction, RolloutSpec
-from service.engine._codec import (
-    job_from_record,
-    job_to_record,
-    rollout_from_record,
-    rollout_to_record,
-)
+from service.domain.rollout_events import GateResult, RollbackPlanned, RolloutEvent
+from service.domain.spec import RolloutSpec
+from service.engine._codec import job_from_record, rollout_from_record, rollout_to_record
 from service.engine._config import EngineConfig
-from service.engine._errors import NotLeaderError, UnsupportedError
+from service.engine._errors import NotLeaderError
+from service.engine._jobs_io import (
+    ORDER_OFFSET,
+    cancel_offers,
+    hashed,
+    jobs_in,
+    pages,
+    plan_joiners,
+    save_job,
+    start_rollback,
+)
+from service.engine._ports import HealthGate
 from service.hubgateway import DeviceTwin, HubGateway
 from service.storage import (
     MAX_PAGE,
-    DeviceJob,
+    ConflictError,
     Lease,
     LeaseLostError,
     Storage,
@@ -69,16 +86,14 @@ from service.storage import Rollout as RolloutRecord
 
 __all__ = ["Engine", "Hook", "TickReport"]
 
+log = logging.getLogger(__name__)
+
 Hook = Callable[[str], None]  # called at each step boundary with its name (tests inject crashes)
-_IDLE = frozenset({RolloutState.DRAFT.value, RolloutState.ROLLED_BACK.value})
+R = RolloutState
+_IDLE = frozenset({R.DRAFT.value, R.ROLLED_BACK.value})
 _LIVE_JOB_STATES = sorted(s.value for s in ACTIVE_STATES)
-_CANCELLABLE = (
-    JobState.PENDING,
-    JobState.OFFERED,
-    JobState.DOWNLOADING,
-    JobState.VERIFYING,
-    JobState.TRANSFERRING,
-)
+_GATED = frozenset({R.RUNNING, R.SOAKING, R.WAITING_WINDOW, R.AWAITING_APPROVAL})
+_NO_JOINERS = frozenset({R.ABORTED, R.ROLLING_BACK, R.ROLLED_BACK})
 
 
 @dataclass(frozen=True)
@@ -87,20 +102,11 @@ class TickReport:
     rollouts: int = 0
     job_events: int = 0
     commands: int = 0
+    conflicts: int = 0  # rollouts skipped this round because another unit changed them first
 
 
 def _no_hook(step: str) -> None:
     return None
-
-
-def _pages(fetch: Callable[[str | None], Any]) -> Iterator[Any]:
-    after: str | None = None
-    while True:
-        page = fetch(after)
-        yield from page.items
-        if page.next_after is None:
-            return
-        after = page.next_after
 
 
 class Engine:
@@ -110,60 +116,81 @@ class Engine:
         hub: HubGateway,
         config: EngineConfig,
         *,
+        gates: HealthGate | None = None,
         hook: Hook = _no_hook,
     ) -> None:
         self._storage = storage
         self._hub = hub
         self._config = config
+        self._gates = gates
         self._hook = hook
+        # Where each rollout's scan for group joiners goes on next tick (lost on restart:
+        # the scan starts over, which only costs time).
+        self._joiner_cursor: dict[str, str | None] = {}
+
+    @property
+    def config(self) -> EngineConfig:
+        return self._config
+
+    def resign(self) -> None:
+        """Give the leader lease up (at shutdown), so another engine takes over at once."""
+        c = self._config
+        with self._storage.begin() as uow:
+            uow.leases.release(c.lease_name, c.holder)
 
     # -- creating and commanding rollouts ---------------------------------------------------
 
     def create_rollout(self, spec: RolloutSpec, now: datetime, created_by: str = "engine") -> int:
         """Plan the group's current members into stages and store the rollout (DRAFT) with one
-        PENDING job per member, in one unit. Returns the number of jobs.
+        PENDING job per member, in one unit (bulk inserts). Returns the number of jobs.
 
         Raises:
-            UnsupportedError: the spec rolls back on failure (not implemented yet).
             StorageError: NotFoundError (group, release), AlreadyExistsError (rollout id).
         """
-        if spec.failure.action is FailureAction.ROLLBACK:
-            raise UnsupportedError("failure action 'rollback' is not supported by the engine yet")
         with self._storage.begin() as uow:
             uow.groups.get(spec.group_id)
-            members = [
-                d.id
-                for d in _pages(
-                    lambda after: uow.groups.members(spec.group_id, after=after, limit=MAX_PAGE)
+            members = list(
+                hashed(
+                    spec.rollout_id,
+                    pages(
+                        lambda after: uow.groups.member_ids(
+                            spec.group_id, after=after, limit=MAX_PAGE
+                        )
+                    ),
                 )
-            ]
-            plan = plan_stages(spec, members)
+            )
+            plan = plan_from_hash_set(spec, {h for _, h in members})
             base = RolloutRecord(
                 id=spec.rollout_id,
                 group_id=spec.group_id,
                 release_id=spec.release_id,
-                state=RolloutState.DRAFT.value,
+                state=R.DRAFT.value,
                 created_at=now,
                 updated_at=now,
                 previous_release_id=spec.previous_release_id,
             )
             uow.rollouts.create(rollout_to_record(Rollout(spec), plan, base, now, epoch=0))
-            return uow.jobs.add(
-                DeviceJob(spec.rollout_id, device_id, stage, JobState.PENDING.value, now)
-                for device_id, stage in plan.assign(members)
+            bounds = plan.bounds
+            return uow.jobs.plan(
+                spec.rollout_id,
+                spec.release_id,
+                (
+                    (device_id, bisect_right(bounds, value), value - ORDER_OFFSET)
+                    for device_id, value in members
+                ),
+                now,
             )
 
     def command(self, rollout_id: str, event: RolloutEvent, now: datetime) -> Decision:
-        """Apply an operator command (Start, Pause, Resume, Abort, Approve, NextStage) now.
+        """Apply an operator command (Start, Pause, Resume, Abort, Approve, NextStage,
+        Rollback) now. Safe to call from another thread than the loop's (same holder).
 
         Raises:
             NotLeaderError: another engine leads; send the command there.
-            UnsupportedError: Rollback (not implemented yet).
             InvalidTransitionError, PreconditionError: refused by the rollout machine; nothing
                 was changed.
+            RevisionConflictError: the loop changed the rollout meanwhile; try again.
         """
-        if isinstance(event, Rollback):
-            raise UnsupportedError("rollback is not supported by the engine yet")
         lease = self._lead(now)
         return self._decide(rollout_id, now, [event], {}, lease.epoch)
 
@@ -178,18 +205,25 @@ class Engine:
         self._hook("tick.lease")
         with self._storage.begin(readonly=True) as uow:
             ids = [r.id for r in uow.rollouts.list() if r.state not in _IDLE]
-        events = commands = 0
+        events = commands = conflicts = 0
         for rollout_id in ids:
             with self._storage.begin(readonly=True) as uow:
-                live = [j.device_id for j in self._live_jobs(uow, rollout_id)]
+                record = uow.rollouts.get(rollout_id)
+                live = [j.device_id for j in jobs_in(uow, rollout_id, _LIVE_JOB_STATES)]
             self._hook("tick.loaded")
             twins = self._read_twins(live)
+            verdict = self._verdict(record, now)
             self._hook("tick.twins")
-            decision = self._decide(rollout_id, now, [], twins, lease.epoch)
+            try:
+                decision = self._decide(rollout_id, now, [], twins, lease.epoch, verdict=verdict)
+            except ConflictError as exc:  # includes RevisionConflictError: tick again later
+                log.info("rollout %s changed under this tick (%s); next round", rollout_id, exc)
+                conflicts += 1
+                continue
             self._hook("tick.committed")
             commands += len(decision.commands)
             events += len(twins)
-        return TickReport(True, len(ids), events, commands)
+        return TickReport(True, len(ids), events, commands, conflicts)
 
     def _lead(self, now: datetime) -> Lease:
         c = self._config
@@ -206,8 +240,18 @@ class Engine:
             twins.update(self._hub.get_twins(device_ids[start : start + size]))
         return twins
 
-    def _live_jobs(self, uow: UnitOfWork, rollout_id: str) -> list[DeviceJob]:
-        return _jobs_in(uow, rollout_id, _LIVE_JOB_STATES)
+    def _verdict(self, record: RolloutRecord, now: datetime) -> GateResult | None:
+        """The gate's verdict on the rollout's current stage, if it is gated and live."""
+        if self._gates is None or record.spec.get("gate") is None:
+            return None
+        if R(record.state) not in _GATED:
+            return None
+        stage = int(record.state_data["stage"])
+        try:
+            return self._gates.evaluate(record, stage, now)
+        except Exception:  # a port failure must not stop the other rollouts; judge next round
+            log.exception("health gate failed for rollout %s stage %d", record.id, stage)
+            return None
 
     def _decide(
         self,
@@ -216,6 +260,8 @@ class Engine:
         events: Sequence[RolloutEvent],
         twins: dict[str, DeviceTwin],
         epoch: int,
+        *,
+        verdict: GateResult | None = None,
     ) -> Decision:
         c = self._config
         with self._storage.begin() as uow:
@@ -227,13 +273,24 @@ class Engine:
             rollout, plan = rollout_from_record(record)
             spec = rollout.spec
             commands: list[Command] = []
-            for stored in self._live_jobs(uow, rollout_id):
+            for stored in jobs_in(uow, rollout_id, _LIVE_JOB_STATES):
                 job = job_from_record(stored, spec)
                 event = _report_event(job, twins.get(job.device_id)) or expire(job, now)
                 if event is not None:
-                    commands.extend(_save_job(uow, job, event, now, spec))
-            decision = decide(rollout, self._summary(uow, rollout, now), now, events)
-            commands.extend(self._execute_in_unit(uow, decision, now))
+                    commands.extend(save_job(uow, stored, job, event, now, spec))
+            cursor = after = self._joiner_cursor.get(rollout_id)
+            if rollout.state not in _NO_JOINERS:
+                cursor = plan_joiners(uow, spec, plan, rollout.stage, now, after, c.joiner_scan)
+            if _fresh(rollout, verdict):
+                assert verdict is not None
+                events = [verdict, *events]
+            summary = self._summary(uow, rollout, now)
+            decision = decide(rollout, summary, now, events)
+            out, planned = self._execute_in_unit(uow, decision, now)
+            commands.extend(out)
+            if planned is not None:
+                back = apply(decision.rollout, RollbackPlanned(planned), summary, now)
+                decision = Decision(back.rollout, decision.commands)
             self._append(uow, commands, decision.rollout, epoch, now)
             if decision.rollout != rollout:
                 uow.rollouts.save(
@@ -241,57 +298,67 @@ class Engine:
                     expected_revision=record.revision,
                 )
             self._hook("tick.before-commit")
+        self._joiner_cursor[rollout_id] = cursor  # only once the unit committed
         return decision
 
     def _summary(self, uow: UnitOfWork, rollout: Rollout, now: datetime) -> JobsSummary:
         spec = rollout.spec
+        if rollout.state is R.ABORTED:  # offers nothing, counts nothing: skip the GROUP BY
+            return JobsSummary(tuple(StageFigures({}) for _ in spec.stages))
+        figures = uow.jobs.figures(spec.rollout_id)
         stages = tuple(
-            StageFigures(
-                {
-                    JobState(state): count
-                    for state, count in uow.jobs.count_by_state(spec.rollout_id, stage=i).items()
-                }
-            )
-            for i in range(len(spec.stages))
+            _figures(figures.get((spec.release_id, i), {})) for i in range(len(spec.stages))
         )
-        budget = offer_budget(rollout, stages, now)
+        back = sum(
+            (_figures(counts) for (rel, _), counts in figures.items() if rel != spec.release_id),
+            StageFigures({}),
+        )
+        budget = min(offer_budget(rollout, stages, now), MAX_PAGE)
         if budget == 0:
-            return JobsSummary(stages)
-        pending = [
-            j
-            for j in _jobs_in(uow, spec.rollout_id, [JobState.PENDING.value])
-            if j.stage <= rollout.stage and (j.next_attempt_at is None or j.next_attempt_at <= now)
-        ]
-        pending.sort(key=lambda j: (j.stage, stage_hash(spec.rollout_id, j.device_id)))
-        candidates: list[Candidate] = []
-        for job in pending:
-            if len(candidates) >= budget:
-                break
-            if not _busy_elsewhere(uow, job):
-                candidates.append(Candidate(job.device_id, job.attempts + 1))
-        return JobsSummary(stages, candidates=tuple(candidates))
+            return JobsSummary(stages, back)
+        if rollout.state is R.ROLLING_BACK:
+            assert spec.previous_release_id is not None
+            release, max_stage = spec.previous_release_id, len(spec.stages)
+        else:
+            release, max_stage = spec.release_id, rollout.stage
+        found = uow.jobs.candidates(
+            spec.rollout_id, release, max_stage=max_stage, now=now, limit=budget
+        )
+        candidates = tuple(Candidate(j.device_id, j.attempts + 1) for j in found)
+        return JobsSummary(stages, back, candidates)
 
-    def _execute_in_unit(self, uow: UnitOfWork, decision: Decision, now: datetime) -> list[Command]:
-        """Apply the decision's job-side commands (offers, cancellations) inside the unit; return
-        the commands for the outbox, in order."""
+    def _execute_in_unit(
+        self, uow: UnitOfWork, decision: Decision, now: datetime
+    ) -> tuple[list[Command], int | None]:
+        """Apply the decision's job-side commands (offers, cancellations, the rollback) inside
+        the unit; return the commands for the outbox, in order, and the number of rollback jobs
+        when the decision started a rollback."""
         spec = decision.rollout.spec
         out: list[Command] = []
+        planned: int | None = None
+        offers: dict[str, list[str]] = {}
         for command in decision.commands:
             if isinstance(command, OfferRelease):
-                stored = uow.jobs.get(command.rollout_id, command.device_id)
-                job = job_from_record(stored, spec)
-                _save_job(uow, job, Offered(command.workflow_id), now, spec, offered=True)
+                offers.setdefault(command.release_id, []).append(command.device_id)
                 out.append(command)
             elif isinstance(command, RevokeOffers):
-                cancellable = [state.value for state in _CANCELLABLE]
-                for stored in _jobs_in(uow, command.rollout_id, cancellable):
-                    job = job_from_record(stored, spec)
-                    out.extend(_save_job(uow, job, Cancel(command.reason), now, spec))
+                out.extend(cancel_offers(uow, spec, spec.release_id, command.reason, now))
+                if spec.previous_release_id is not None:  # an aborted rollback stops too
+                    out.extend(
+                        cancel_offers(uow, spec, spec.previous_release_id, command.reason, now)
+                    )
             elif isinstance(command, StartRollback):
-                raise UnsupportedError("rollback is not supported by the engine yet")
+                planned, revokes = start_rollback(uow, spec, command, now)
+                out.extend(revokes)
             else:
                 out.append(command)
-        return out
+        for release_id, device_ids in offers.items():
+            # `decide` offered candidates read in this unit: PENDING, retry wait over, each
+            # with workflow attempt + 1 (what `jobs.Offered` checks); one statement for all.
+            moved = uow.jobs.offer(spec.rollout_id, release_id, device_ids, now)
+            if moved != len(device_ids):
+                raise ConflictError(f"only {moved} of {len(device_ids)} offers were PENDING")
+        return out, planned
 
     def _append(
         self,
@@ -301,6 +368,11 @@ class Engine:
         epoch: int,
         now: datetime,
     ) -> None:
+        commands = list(commands)
+        hardware = uow.devices.hardware_ids(
+            [c.device_id for c in commands if isinstance(c, WriteDirector)]
+        )
+        messages: list[tuple[str, dict[str, Any]]] = []
         for position, command in enumerate(commands):
             payload: dict[str, Any] = {
                 **asdict(command),
@@ -310,14 +382,24 @@ class Engine:
                 "origin": rollout.spec.rollout_id,
             }
             if isinstance(command, WriteDirector):
-                payload["hardware_id"] = uow.devices.get(command.device_id).hardware_id
-            uow.outbox.append(type(command).__name__, payload, now)
+                payload["hardware_id"] = hardware[command.device_id]
+            messages.append((type(command).__name__, payload))
+        uow.outbox.append_many(messages, now)
 
 
-def _jobs_in(uow: UnitOfWork, rollout_id: str, states: Sequence[str]) -> list[DeviceJob]:
-    """Every job of the rollout in `states`, read whole before the caller changes any."""
-    return list(
-        _pages(lambda after: uow.jobs.list(rollout_id, states=states, after=after, limit=MAX_PAGE))
+def _figures(counts: dict[str, int]) -> StageFigures:
+    return StageFigures({JobState(state): n for state, n in counts.items()})
+
+
+def _fresh(rollout: Rollout, verdict: GateResult | None) -> bool:
+    """Whether a gate verdict is news the rollout can take now (its state accepts verdicts,
+    it is about the current stage, and it differs from the last verdict)."""
+    return (
+        verdict is not None
+        and GateResult in TRANSITIONS[rollout.state]
+        and rollout.state in _GATED
+        and verdict.stage == rollout.stage
+        and verdict.verdict != rollout.gate
     )
 
 
@@ -331,31 +413,3 @@ def _report_event(job: Job, twin: DeviceTwin | None) -> JobEvent | None:
     if seen_at.tzinfo is None:
         return None
     return observe(job, DeviceReport.from_twin(twin.agent, seen_at))
-
-
-def _save_job(
-    uow: UnitOfWork,
-    job: Job,
-    event: JobEvent,
-    now: datetime,
-    spec: RolloutSpec,
-    *,
-    offered: bool = False,
-) -> tuple[Command, ...]:
-    new, commands = apply(job, event, now, spec.retry)
-    record = job_to_record(new, now)
-    if offered:
-        record = replace(record, offered_at=now)
-    else:
-        record = replace(record, offered_at=uow.jobs.get(job.rollout_id, job.device_id).offered_at)
-    uow.jobs.update(record, expected_state=job.state.value)
-    return commands
-
-
-def _busy_elsewhere(uow: UnitOfWork, job: DeviceJob) -> bool:
-    """Whether the device has a live job in another rollout (so it must not be offered now)."""
-    live = {s.value for s in ACTIVE_STATES}
-    return any(
-        other.rollout_id != job.rollout_id and other.state in live
-        for other in uow.jobs.for_device(job.device_id)
-    )

@@ -1,4 +1,9 @@
-"""The engine's outgoing ports besides storage and the hub gateway: the director and notices.
+"""The engine's ports besides storage and the hub gateway: the director, notices and the
+health gate.
+
+`HealthGate.evaluate` is asked once per tick for each gated live rollout, outside any unit of
+work; the engine feeds a verdict that differs from the rollout's last one to `decide` as a
+`GateResult` event (so a verdict trips a rollout once, and `Resume` acknowledges it).
 
 `DirectorPort.assign`/`revoke` must be idempotent (the dispatcher may repeat a command after a
 crash): assigning the release a device already has, or revoking twice, changes nothing visible.
@@ -11,11 +16,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from service.domain.rollout_events import GateResult
+from service.storage import Rollout
 from signing.director import DirectorRepository
 
 __all__ = [
     "DirectorPort",
+    "HealthGate",
     "MemoryDirector",
+    "MemoryHealthGate",
     "MemoryNotifier",
     "Notice",
     "Notifier",
@@ -92,3 +101,24 @@ class MemoryNotifier:
             self.notices[notice.key] = notice
             if self.on_notice is not None:
                 self.on_notice(notice)
+
+
+class HealthGate(Protocol):
+    def evaluate(self, rollout: Rollout, stage: int, now: datetime) -> GateResult | None:
+        """The current verdict on `stage` of the rollout, or None when there is nothing to judge."""
+        ...
+
+
+@dataclass
+class MemoryHealthGate:
+    """Verdicts set by tests, per (rollout id, stage); records every question it was asked."""
+
+    verdicts: dict[tuple[str, int], GateResult] = field(default_factory=dict)
+    asked: list[tuple[str, int]] = field(default_factory=list)
+
+    def set(self, rollout_id: str, result: GateResult) -> None:
+        self.verdicts[(rollout_id, result.stage)] = result
+
+    def evaluate(self, rollout: Rollout, stage: int, now: datetime) -> GateResult | None:
+        self.asked.append((rollout.id, stage))
+        return self.verdicts.get((rollout.id, stage))

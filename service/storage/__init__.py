@@ -35,6 +35,7 @@ from service.storage._errors import (
 from service.storage._memory import MemoryStorage
 from service.storage._migrate import current_revision, head_revision, upgrade
 from service.storage._port import (
+    LIVE_JOB_STATES,
     MAX_PAGE,
     AuditLog,
     DeviceGroups,
@@ -70,6 +71,7 @@ from service.storage._records import (
 from service.storage._sql import PgAdvisoryLock, SqlStorage, normalize_url, sqlite_url
 
 __all__ = [
+    "LIVE_JOB_STATES",
     "MAX_PAGE",
     "AlreadyExistsError",
     "ApiToken",

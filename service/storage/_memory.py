@@ -12,11 +12,9 @@ from __future__ import annotations
 import builtins
 import copy
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import TypeVar
 
 from service.storage._errors import (
@@ -25,6 +23,7 @@ from service.storage._errors import (
     NotFoundError,
     RevisionConflictError,
 )
+from service.storage._memory_jobs import MemoryJobs, matches
 from service.storage._memory_ops import (
     MemoryAuditLog,
     MemoryEngineLeases,
@@ -61,24 +60,6 @@ def _page(items: Iterable[T], key: Callable[[T], str], after: str | None, limit:
     return Page(chosen, key(chosen[-1]) if more else None)
 
 
-def matches(device: Device, where: DeviceFilter) -> bool:
-    if where.hardware_id is not None and device.hardware_id != where.hardware_id:
-        return False
-    if where.profile is not None and device.profile != where.profile:
-        return False
-    if where.agent_version is not None and device.agent_version != where.agent_version:
-        return False
-    if any(device.tags.get(k) != v for k, v in where.tags.items()):
-        return False
-    if where.last_seen_after is not None and (
-        device.last_seen is None or device.last_seen < where.last_seen_after
-    ):
-        return False
-    return where.last_seen_before is None or (
-        device.last_seen is not None and device.last_seen < where.last_seen_before
-    )
-
-
 @dataclass
 class _Tables:
     devices: dict[str, Device] = field(default_factory=dict)
@@ -86,7 +67,7 @@ class _Tables:
     releases: dict[str, Release] = field(default_factory=dict)
     rollouts: dict[str, Rollout] = field(default_factory=dict)
     stages: dict[tuple[str, int], RolloutStage] = field(default_factory=dict)
-    jobs: dict[tuple[str, str], DeviceJob] = field(default_factory=dict)
+    jobs: dict[tuple[str, str, str], DeviceJob] = field(default_factory=dict)
     outbox: dict[int, OutboxMessage] = field(default_factory=dict)
     outbox_next: int = 1
     audit: list[AuditEntry] = field(default_factory=list)
@@ -127,6 +108,10 @@ class _Devices:
         found = (d for d in self._t.devices.values() if matches(d, where))
         return _page(found, lambda d: d.id, after, limit)
 
+    def hardware_ids(self, device_ids: Sequence[str]) -> dict[str, str]:
+        found = (self._t.devices.get(d) for d in device_ids)
+        return {d.id: d.hardware_id for d in found if d is not None}
+
     def count(self, where: DeviceFilter) -> int:
         return sum(1 for d in self._t.devices.values() if matches(d, where))
 
@@ -157,6 +142,13 @@ class _Groups:
 
     def members(self, group_id: str, *, after: str | None = None, limit: int = 100) -> Page[Device]:
         return self._devices.list(group_filter(self.get(group_id)), after=after, limit=limit)
+
+    def member_ids(self, group_id: str, *, after: str | None = None, limit: int = 100) -> Page[str]:
+        check_limit(limit)
+        where = group_filter(self.get(group_id))
+        window = sorted(d for d in self._t.devices if after is None or d > after)[:limit]
+        found = [d for d in window if matches(self._t.devices[d], where)]
+        return Page(found, window[-1] if len(window) == limit else None)
 
 
 class _Releases:
@@ -230,111 +222,13 @@ class _Rollouts:
         return sorted(found, key=lambda s: s.index)
 
 
-class _Jobs:
-    def __init__(self, t: _Tables) -> None:
-        self._t = t
-
-    def add(self, jobs: Iterable[DeviceJob]) -> int:
-        inserted = 0
-        for job in jobs:
-            if job.rollout_id not in self._t.rollouts:
-                raise NotFoundError("rollout", job.rollout_id)
-            if job.device_id not in self._t.devices:
-                raise NotFoundError("device", job.device_id)
-            key = (job.rollout_id, job.device_id)
-            if key not in self._t.jobs:
-                self._t.jobs[key] = job
-                inserted += 1
-        return inserted
-
-    def get(self, rollout_id: str, device_id: str) -> DeviceJob:
-        try:
-            return self._t.jobs[(rollout_id, device_id)]
-        except KeyError:
-            raise NotFoundError("device job", (rollout_id, device_id)) from None
-
-    def update(self, job: DeviceJob, *, expected_state: str | None = None) -> None:
-        current = self.get(job.rollout_id, job.device_id)
-        if expected_state is not None and current.state != expected_state:
-            raise ConflictError(
-                f"job {job.rollout_id}/{job.device_id} is {current.state}, not {expected_state}"
-            )
-        self._t.jobs[(job.rollout_id, job.device_id)] = job
-
-    def transition(
-        self,
-        rollout_id: str,
-        device_ids: Sequence[str],
-        *,
-        from_states: Sequence[str],
-        to_state: str,
-        now: datetime,
-        reason: str | None = None,
-        next_attempt_at: datetime | None = None,
-        offered: bool = False,
-        count_attempt: bool = False,
-    ) -> int:
-        moved = 0
-        for device_id in dict.fromkeys(device_ids):
-            job = self._t.jobs.get((rollout_id, device_id))
-            if job is None or job.state not in from_states:
-                continue
-            self._t.jobs[(rollout_id, device_id)] = replace(
-                job,
-                state=to_state,
-                reason=reason,
-                next_attempt_at=next_attempt_at,
-                updated_at=now,
-                offered_at=now if offered else job.offered_at,
-                attempts=job.attempts + 1 if count_attempt else job.attempts,
-            )
-            moved += 1
-        return moved
-
-    def list(
-        self,
-        rollout_id: str,
-        *,
-        states: Sequence[str] | None = None,
-        after: str | None = None,
-        limit: int = 100,
-    ) -> Page[DeviceJob]:
-        found = (
-            j
-            for (rid, _), j in self._t.jobs.items()
-            if rid == rollout_id and (states is None or j.state in states)
-        )
-        return _page(found, lambda j: j.device_id, after, limit)
-
-    def count_by_state(self, rollout_id: str, *, stage: int | None = None) -> dict[str, int]:
-        return dict(
-            Counter(
-                j.state
-                for (rid, _), j in self._t.jobs.items()
-                if rid == rollout_id and (stage is None or j.stage == stage)
-            )
-        )
-
-    def due(self, now: datetime, *, limit: int = 100) -> builtins.list[DeviceJob]:
-        check_limit(limit)
-        found = [j for j in self._t.jobs.values() if j.next_attempt_at and j.next_attempt_at <= now]
-        found.sort(key=lambda j: (j.next_attempt_at or now, j.rollout_id, j.device_id))
-        return found[:limit]
-
-    def for_device(self, device_id: str) -> builtins.list[DeviceJob]:
-        return sorted(
-            (j for (_, did), j in self._t.jobs.items() if did == device_id),
-            key=lambda j: j.rollout_id,
-        )
-
-
 class _MemoryUnit:
     def __init__(self, t: _Tables) -> None:
         self.devices = _Devices(t)
         self.groups = _Groups(t, self.devices)
         self.releases = _Releases(t)
         self.rollouts = _Rollouts(t)
-        self.jobs = _Jobs(t)
+        self.jobs = MemoryJobs(t)
         self.outbox = MemoryOutbox(t)
         self.audit = MemoryAuditLog(t)
         self.tokens = MemoryTokens(t)

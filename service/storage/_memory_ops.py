@@ -42,6 +42,10 @@ class MemoryOutbox:
         self._t.outbox[message_id] = OutboxMessage(message_id, kind, dict(payload), now)
         return message_id
 
+    def append_many(self, messages: Sequence[tuple[str, Mapping[str, Any]]], now: datetime) -> None:
+        for kind, payload in messages:
+            self.append(kind, payload, now)
+
     def claim(self, *, limit: int = 100) -> builtins.list[OutboxMessage]:
         check_limit(limit)
         waiting = (m for m in self._t.outbox.values() if m.dispatched_at is None)

@@ -50,6 +50,26 @@ __all__ = [
 ]
 
 MAX_PAGE = 10_000
+# A job in one of these states holds its device: no other rollout may offer it anything.
+LIVE_JOB_STATES = (
+    "offered",
+    "downloading",
+    "verifying",
+    "transferring",
+    "activating",
+    "soaking",
+)
+
+
+def job_cursor(job: DeviceJob) -> str:
+    """The page cursor after `job`: device and release (release ids never contain '|')."""
+    return f"{job.device_id}|{job.release_id}"
+
+
+def parse_job_cursor(after: str) -> tuple[str, str | None]:
+    """(device, release) of a cursor; a bare device id means "after every job of it"."""
+    device_id, sep, release_id = after.rpartition("|")
+    return (device_id, release_id) if sep else (after, None)
 
 
 def check_limit(limit: int) -> None:
@@ -72,6 +92,9 @@ class Devices(Protocol):
 
     def count(self, where: DeviceFilter) -> int: ...
 
+    def hardware_ids(self, device_ids: Sequence[str]) -> dict[str, str]:
+        """Device id -> hardware id for the listed devices that exist (one query per chunk)."""
+
 
 class DeviceGroups(Protocol):
     def put(self, group: DeviceGroup) -> None:
@@ -87,6 +110,11 @@ class DeviceGroups(Protocol):
 
     def members(self, group_id: str, *, after: str | None = None, limit: int = 100) -> Page[Device]:
         """The group's current members (membership is dynamic). Raises NotFoundError."""
+
+    def member_ids(self, group_id: str, *, after: str | None = None, limit: int = 100) -> Page[str]:
+        """The group's members among the next `limit` devices after `after` (by id), without
+        loading them (planning a million). A page may hold fewer than `limit` ids, even none,
+        and still have a `next_after`: keep paging until it is None."""
 
 
 class Releases(Protocol):
@@ -123,12 +151,29 @@ class Rollouts(Protocol):
 
 
 class DeviceJobs(Protocol):
-    def add(self, jobs: Iterable[DeviceJob]) -> int:
-        """Insert jobs; a job whose (rollout, device) exists is left alone, so a replay after a
-        crash is harmless. Returns how many were inserted. Raises NotFoundError when the
-        rollout or a device does not exist; let the unit of work roll back then."""
+    """A job is keyed by (rollout, device, release): a rollback adds a second job per device.
+    Where `release_id` is optional, None means the rollout's own (forward) release; listings
+    and counts with None cover every release. Page cursors (`after`) are opaque strings."""
 
-    def get(self, rollout_id: str, device_id: str) -> DeviceJob:
+    def add(self, jobs: Iterable[DeviceJob]) -> int:
+        """Insert jobs; a job whose (rollout, device, release) exists is left alone, so a replay
+        after a crash is harmless. Returns how many were inserted. Raises NotFoundError when the
+        rollout, a device or a release does not exist; let the unit of work roll back then."""
+
+    def plan(
+        self,
+        rollout_id: str,
+        release_id: str,
+        rows: Iterable[tuple[str, int, int]],
+        now: datetime,
+    ) -> int:
+        """Bulk-insert the PENDING jobs `(device_id, stage, order_key)` of a rollout created in
+        this unit (it has no jobs yet): the fastest path the database offers (COPY on
+        PostgreSQL). The caller guarantees that the devices exist (it read their ids in this
+        unit): unlike `add`, nothing checks them. Returns how many. Raises ConflictError (a job
+        exists)."""
+
+    def get(self, rollout_id: str, device_id: str, release_id: str | None = None) -> DeviceJob:
         """Raises NotFoundError."""
 
     def update(self, job: DeviceJob, *, expected_state: str | None = None) -> None:
@@ -147,9 +192,29 @@ class DeviceJobs(Protocol):
         next_attempt_at: datetime | None = None,
         offered: bool = False,
         count_attempt: bool = False,
+        release_id: str | None = None,
     ) -> int:
         """Move the listed jobs that are in one of `from_states` to `to_state` in one statement;
         `offered` stamps offered_at=now, `count_attempt` adds one attempt. Returns rows moved."""
+
+    def offer(
+        self, rollout_id: str, release_id: str, device_ids: Sequence[str], now: datetime
+    ) -> int:
+        """PENDING -> OFFERED for the listed jobs, in one statement per chunk: attempts + 1,
+        offered_at = now, next_attempt_at cleared, reason kept. Returns rows moved."""
+
+    def transition_all(
+        self,
+        rollout_id: str,
+        *,
+        release_id: str,
+        from_states: Sequence[str],
+        to_state: str,
+        now: datetime,
+        reason: str | None = None,
+    ) -> int:
+        """Move every job of the rollout's `release_id` in `from_states` to `to_state` in one
+        statement, clearing `next_attempt_at` (cancelling a million PENDING jobs at once)."""
 
     def list(
         self,
@@ -158,9 +223,31 @@ class DeviceJobs(Protocol):
         states: Sequence[str] | None = None,
         after: str | None = None,
         limit: int = 100,
-    ) -> Page[DeviceJob]: ...
+        release_id: str | None = None,
+    ) -> Page[DeviceJob]:
+        """By (device, release)."""
 
-    def count_by_state(self, rollout_id: str, *, stage: int | None = None) -> dict[str, int]: ...
+    def count_by_state(
+        self, rollout_id: str, *, stage: int | None = None, release_id: str | None = None
+    ) -> dict[str, int]: ...
+
+    def figures(self, rollout_id: str) -> dict[tuple[str, int], dict[str, int]]:
+        """Job counts of the rollout by (release, stage) and state, in one grouped query."""
+
+    def candidates(
+        self, rollout_id: str, release_id: str, *, max_stage: int, now: datetime, limit: int
+    ) -> builtins.list[DeviceJob]:
+        """PENDING jobs of the release in stages <= `max_stage` whose retry wait is over
+        (`next_attempt_at` null or <= now) and whose device has no live job (`LIVE_JOB_STATES`) in
+        another rollout, by (stage, order_key, device); at most `limit` (1..MAX_PAGE)."""
+
+    def joiners(
+        self, rollout_id: str, group_id: str, *, after: str | None = None, scan: int = 1000
+    ) -> Page[str]:
+        """Among the next `scan` devices after `after` (by id), the group's current members
+        that have no job in the rollout. `next_after` is where the scan stopped, None once it
+        reached the last device: a caller walks a million devices a bounded window per call.
+        Raises NotFoundError (group); `scan` is 1..MAX_PAGE."""
 
     def due(self, now: datetime, *, limit: int = 100) -> builtins.list[DeviceJob]:
         """Jobs whose next_attempt_at <= now, earliest first."""
@@ -176,6 +263,9 @@ class Outbox(Protocol):
     def claim(self, *, limit: int = 100) -> builtins.list[OutboxMessage]:
         """Undispatched messages, oldest first. On PostgreSQL the rows stay locked (SKIP LOCKED)
         until the unit of work ends, so two dispatchers never claim the same message."""
+
+    def append_many(self, messages: Sequence[tuple[str, Mapping[str, Any]]], now: datetime) -> None:
+        """Queue several commands in order (one statement); ids grow in list order."""
 
     def mark_dispatched(self, ids: Sequence[int], now: datetime) -> int: ...
 

@@ -218,6 +218,10 @@ class RolloutStage:
 
 @dataclass(frozen=True, slots=True)
 class DeviceJob:
+    """One device's job for one release in one rollout, keyed by (rollout, device, release):
+    a rollback gives the device a second job, for the previous release, beside its forward one.
+    `order_key` orders the offers within a stage (the engine stores the planner's hash there)."""
+
     rollout_id: str
     device_id: str
     stage: int
@@ -227,8 +231,13 @@ class DeviceJob:
     attempts: int = 0
     next_attempt_at: datetime | None = None
     offered_at: datetime | None = None
+    release_id: str = field(kw_only=True)
+    order_key: int = 0
 
     def __post_init__(self) -> None:
+        _ident("release id", self.release_id)
+        if not -(2**63) <= self.order_key < 2**63:
+            raise ValueError(f"order_key must fit a signed 64-bit integer, got {self.order_key}")
         _non_negative("stage", self.stage)
         _non_negative("attempts", self.attempts)
         _aware("updated_at", self.updated_at)

@@ -21,9 +21,10 @@ import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 
 from service.storage._sql_base import translate, translated
+from service.storage._sql_jobs import SqlDeviceJobs
 from service.storage._sql_ops import SqlAuditLog, SqlEngineLeases, SqlOutbox, SqlTokens
 from service.storage._sql_registry import SqlDeviceGroups, SqlDevices, SqlReleases
-from service.storage._sql_rollouts import SqlDeviceJobs, SqlRollouts
+from service.storage._sql_rollouts import SqlRollouts
 
 __all__ = ["PgAdvisoryLock", "SqlStorage", "create_engine", "normalize_url", "sqlite_url"]
 

@@ -44,6 +44,11 @@ class SqlOutbox:
         )
         return int(self._conn.execute(statement).scalar_one())
 
+    def append_many(self, messages: Sequence[tuple[str, Mapping[str, Any]]], now: datetime) -> None:
+        rows = [{"kind": k, "payload": dict(p), "created_at": now} for k, p in messages]
+        if rows:  # one executemany: SQLite and PostgreSQL number them in list order
+            self._conn.execute(sa.insert(outbox), rows)
+
     def claim(self, *, limit: int = 100) -> list[OutboxMessage]:
         check_limit(limit)
         query = (

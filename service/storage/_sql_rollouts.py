@@ -1,33 +1,31 @@
-"""SQL repositories for rollouts (with their stages) and device jobs."""
+"""SQL repository for rollouts (with their stages); device jobs are in `_sql_jobs.py`."""
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from service.storage._errors import (
     AlreadyExistsError,
-    ConflictError,
     NotFoundError,
     RevisionConflictError,
 )
-from service.storage._port import check_limit
-from service.storage._records import DeviceJob, Page, Rollout, RolloutStage
+from service.storage._records import (
+    Rollout,
+    RolloutStage,
+)
 from service.storage._schema import (
     device_groups,
-    device_jobs,
-    devices,
     releases,
     rollout_stages,
     rollouts,
 )
-from service.storage._sql_base import chunks, translate_errors, unique, upsert_insert
+from service.storage._sql_base import translate_errors, upsert_insert
 
-__all__ = ["SqlDeviceJobs", "SqlRollouts"]
+__all__ = ["SqlRollouts"]
 
 
 def _rollout(row: sa.Row[Any]) -> Rollout:
@@ -163,170 +161,3 @@ class SqlRollouts:
             .order_by(rollout_stages.c.idx)
         )
         return [_stage(row) for row in self._conn.execute(query)]
-
-
-def _job(row: sa.Row[Any]) -> DeviceJob:
-    return DeviceJob(
-        rollout_id=row.rollout_id,
-        device_id=row.device_id,
-        stage=row.stage,
-        state=row.state,
-        reason=row.reason,
-        attempts=row.attempts,
-        next_attempt_at=row.next_attempt_at,
-        offered_at=row.offered_at,
-        updated_at=row.updated_at,
-    )
-
-
-def _job_values(job: DeviceJob) -> dict[str, Any]:
-    return {
-        "rollout_id": job.rollout_id,
-        "device_id": job.device_id,
-        "stage": job.stage,
-        "state": job.state,
-        "reason": job.reason,
-        "attempts": job.attempts,
-        "next_attempt_at": job.next_attempt_at,
-        "offered_at": job.offered_at,
-        "updated_at": job.updated_at,
-    }
-
-
-@translate_errors
-class SqlDeviceJobs:
-    def __init__(self, conn: sa.Connection) -> None:
-        self._conn = conn
-
-    def add(self, jobs: Iterable[DeviceJob]) -> int:
-        inserted = 0
-        known_rollouts: set[str] = set()
-        statement = (
-            upsert_insert(self._conn, device_jobs)
-            .on_conflict_do_nothing(
-                index_elements=[device_jobs.c.rollout_id, device_jobs.c.device_id]
-            )
-            .returning(device_jobs.c.device_id)
-        )
-        for batch in chunks(jobs):
-            for rollout_id in {j.rollout_id for j in batch} - known_rollouts:
-                query = sa.select(rollouts.c.id).where(rollouts.c.id == rollout_id)
-                if self._conn.execute(query).first() is None:
-                    raise NotFoundError("rollout", rollout_id)
-                known_rollouts.add(rollout_id)
-            wanted = unique([j.device_id for j in batch])
-            query = sa.select(devices.c.id).where(devices.c.id.in_(wanted))
-            missing = set(wanted) - set(self._conn.execute(query).scalars())
-            if missing:
-                raise NotFoundError("device", min(missing))
-            result = self._conn.execute(statement, [_job_values(j) for j in batch])
-            inserted += len(result.all())
-        return inserted
-
-    def get(self, rollout_id: str, device_id: str) -> DeviceJob:
-        query = sa.select(device_jobs).where(
-            device_jobs.c.rollout_id == rollout_id, device_jobs.c.device_id == device_id
-        )
-        row = self._conn.execute(query).first()
-        if row is None:
-            raise NotFoundError("device job", (rollout_id, device_id))
-        return _job(row)
-
-    def update(self, job: DeviceJob, *, expected_state: str | None = None) -> None:
-        statement = sa.update(device_jobs).where(
-            device_jobs.c.rollout_id == job.rollout_id, device_jobs.c.device_id == job.device_id
-        )
-        if expected_state is not None:
-            statement = statement.where(device_jobs.c.state == expected_state)
-        values = _job_values(job)
-        del values["rollout_id"], values["device_id"]
-        if self._conn.execute(statement.values(values)).rowcount == 0:
-            current = self.get(job.rollout_id, job.device_id)
-            raise ConflictError(
-                f"job {job.rollout_id}/{job.device_id} is {current.state}, not {expected_state}"
-            )
-
-    def transition(
-        self,
-        rollout_id: str,
-        device_ids: Sequence[str],
-        *,
-        from_states: Sequence[str],
-        to_state: str,
-        now: datetime,
-        reason: str | None = None,
-        next_attempt_at: datetime | None = None,
-        offered: bool = False,
-        count_attempt: bool = False,
-    ) -> int:
-        values: dict[str, Any] = {
-            "state": to_state,
-            "reason": reason,
-            "next_attempt_at": next_attempt_at,
-            "updated_at": now,
-        }
-        if offered:
-            values["offered_at"] = now
-        if count_attempt:
-            values["attempts"] = device_jobs.c.attempts + 1
-        moved = 0
-        for batch in chunks(unique(device_ids)):
-            statement = (
-                sa.update(device_jobs)
-                .where(
-                    device_jobs.c.rollout_id == rollout_id,
-                    device_jobs.c.device_id.in_(batch),
-                    device_jobs.c.state.in_(list(from_states)),
-                )
-                .values(values)
-            )
-            moved += self._conn.execute(statement).rowcount
-        return moved
-
-    def list(
-        self,
-        rollout_id: str,
-        *,
-        states: Sequence[str] | None = None,
-        after: str | None = None,
-        limit: int = 100,
-    ) -> Page[DeviceJob]:
-        check_limit(limit)
-        query = sa.select(device_jobs).where(device_jobs.c.rollout_id == rollout_id)
-        if states is not None:
-            query = query.where(device_jobs.c.state.in_(list(states)))
-        if after is not None:
-            query = query.where(device_jobs.c.device_id > after)
-        query = query.order_by(device_jobs.c.device_id).limit(limit + 1)
-        rows = self._conn.execute(query).all()
-        items = [_job(row) for row in rows[:limit]]
-        return Page(items, items[-1].device_id if len(rows) > limit else None)
-
-    def count_by_state(self, rollout_id: str, *, stage: int | None = None) -> dict[str, int]:
-        query = sa.select(device_jobs.c.state, sa.func.count()).where(
-            device_jobs.c.rollout_id == rollout_id
-        )
-        if stage is not None:
-            query = query.where(device_jobs.c.stage == stage)
-        rows = self._conn.execute(query.group_by(device_jobs.c.state))
-        return {state: int(count) for state, count in rows}
-
-    def due(self, now: datetime, *, limit: int = 100) -> builtins.list[DeviceJob]:
-        check_limit(limit)
-        query = (
-            sa.select(device_jobs)
-            .where(device_jobs.c.next_attempt_at <= now)
-            .order_by(
-                device_jobs.c.next_attempt_at, device_jobs.c.rollout_id, device_jobs.c.device_id
-            )
-            .limit(limit)
-        )
-        return [_job(row) for row in self._conn.execute(query)]
-
-    def for_device(self, device_id: str) -> builtins.list[DeviceJob]:
-        query = (
-            sa.select(device_jobs)
-            .where(device_jobs.c.device_id == device_id)
-            .order_by(device_jobs.c.rollout_id)
-        )
-        return [_job(row) for row in self._conn.execute(query)]

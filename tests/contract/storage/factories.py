@@ -62,6 +62,7 @@ def job(n: int, rollout_id: str = "ro-1", **changes: Any) -> DeviceJob:
     values: dict[str, Any] = {
         "rollout_id": rollout_id,
         "device_id": f"dev-{n:06d}",
+        "release_id": "rel-1",
         "stage": 0,
         "state": "pending",
         "updated_at": T0,

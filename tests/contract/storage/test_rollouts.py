@@ -114,6 +114,8 @@ def test_jobs_need_an_existing_rollout_and_device(storage: Storage) -> None:
         uow.jobs.add([job(1, rollout_id="ghost")])
     with pytest.raises(NotFoundError, match="dev-000099"), storage.begin() as uow:
         uow.jobs.add([job(1), job(99)])
+    with pytest.raises(NotFoundError, match="rel-404"), storage.begin() as uow:
+        uow.jobs.add([job(1, release_id="rel-404")])
     with storage.begin(readonly=True) as uow:
         assert uow.jobs.count_by_state("ro-1") == {}  # the failed unit left nothing behind
         with pytest.raises(NotFoundError):

@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from device_agent.protocol import COMPONENT
+from service.domain.gates import GatePolicy
 from service.domain.jobs import JobState
 from service.domain.planner import StagePlan
-from service.domain.rollout_events import Start
+from service.domain.rollout_events import RolloutEvent, Start
 from service.domain.spec import (
     FailureAction,
     FailurePolicy,
@@ -24,6 +25,7 @@ from service.engine import (
     Dispatcher,
     Engine,
     EngineConfig,
+    HealthGate,
     MemoryDirector,
     MemoryNotifier,
 )
@@ -47,39 +49,47 @@ class Crash(Exception):
 
 @dataclass
 class Fleet:
-    """Devices that install what they are offered, one step per minute; `bad` ones refuse it."""
+    """Devices that install what they are offered, one step per minute; `bad` ones refuse it;
+    `offline` ones neither act nor report until they are taken out of the set."""
 
     hub: MemoryHubGateway
     ids: list[str]
     bad: set[str]
+    offline: set[str] = field(default_factory=set)
     progress: dict[str, tuple[str, int]] = field(default_factory=dict)
     seen: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
     acked: set[str] = field(default_factory=set)  # devices that reported the release active
+    installed: dict[str, str] = field(default_factory=dict)  # release each device runs
 
     def step(self) -> None:
         for device in self.ids:
+            if device in self.offline:
+                continue
+            running = self.installed.get(device, "rel-0")
             workflow = self.hub.desired(device).get(COMPONENT, {}).get("service", {})
             workflow = workflow.get("workflow") or {}
             wid, action = workflow.get("id"), workflow.get("action")
             if not wid:
-                self._report(device, {"state": "idle", "installedReleaseId": "rel-0"})
+                self._report(device, {"state": "idle", "installedReleaseId": running})
                 continue
             self.seen.setdefault(device, set()).add((wid, action))
             if action != 3:
-                self._report(device, {"state": "idle", "installedReleaseId": "rel-0"})
+                self._report(device, {"state": "idle", "installedReleaseId": running})
                 continue
             if self.progress.get(device, ("", 0))[0] != wid:
                 self.progress[device] = (wid, 0)
             index = self.progress[device][1]
             release = wid.split(".")[1]
-            if device in self.bad:
-                self._report(device, _agent("failed", wid, "rel-0", "check", "signature"))
+            if device in self.bad and release == "rel-1":
+                self._report(device, _agent("failed", wid, running, "check", "signature"))
             elif index < len(_STEPS):
-                self._report(device, _agent("deploying", wid, "rel-0", _STEPS[index], ""))
+                self._report(device, _agent("deploying", wid, running, _STEPS[index], ""))
                 self.progress[device] = (wid, index + 1)
             else:
+                self.installed[device] = release
                 self._report(device, _agent("idle", wid, release, "confirm", ""))
-                self.acked.add(device)
+                if release == "rel-1":
+                    self.acked.add(device)
 
     def _report(self, device: str, agent: dict[str, Any]) -> None:
         self.hub.report(device, {COMPONENT: {"__t": "c", "agent": agent}})
@@ -95,17 +105,24 @@ def _agent(state: str, wid: str, installed: str, step: str, reason: str) -> dict
     }
 
 
-def spec(action: FailureAction = FailureAction.ABORT) -> RolloutSpec:
+def spec(
+    action: FailureAction = FailureAction.ABORT,
+    *,
+    gate: GatePolicy | None = None,
+    require_gate: bool = False,
+) -> RolloutSpec:
     return RolloutSpec(
         rollout_id="ro-1",
         release_id="rel-1",
         group_id="grp-1",
+        previous_release_id="rel-0",
         stages=(
             Stage("canary", timedelta(minutes=5), count=4),
             Stage("rest", timedelta(minutes=5), percent=100),
         ),
-        success=SuccessPolicy(threshold_percent=80),
+        success=SuccessPolicy(threshold_percent=80, require_gate=require_gate),
         failure=FailurePolicy(threshold_percent=20, min_devices=10, action=action),
+        gate=gate,
     )
 
 
@@ -119,6 +136,9 @@ class World:
     crash_at: set[str] = field(default_factory=set)  # or at the first time each named step runs
     now: datetime = T0
     crashes: Counter[str] = field(default_factory=Counter)
+    spec: RolloutSpec = field(default_factory=spec)
+    gates: HealthGate | None = None
+    start: bool = True
 
     def __post_init__(self) -> None:
         self.hub = MemoryHubGateway(clock=lambda: self.now)
@@ -132,7 +152,6 @@ class World:
                 uow.releases.create(Release(rid, n, ("mt3620",), {}, T0, "alice"))
         for d in ids:
             self.hub.register_device(d)
-        self.spec = spec()
         setup = Engine(self.storage, self.hub, CONFIG)
         setup.create_rollout(self.spec, T0)
         with self.storage.begin(readonly=True) as uow:
@@ -140,7 +159,8 @@ class World:
         plan = StagePlan("ro-1", tuple(int(b) for b in plan_data["plan_bounds"]), self.devices)
         rest = [d for d in ids if plan.stage_of(d) == 1]
         self.fleet = Fleet(self.hub, ids, set(rest[: self.bad_in_rest]))
-        setup.command("ro-1", Start("alice"), T0)
+        if self.start:
+            setup.command("ro-1", Start("alice"), T0)
         self._rng = random.Random(self.seed)
         self._restart()
 
@@ -153,7 +173,7 @@ class World:
 
     def _restart(self) -> None:
         """A new process: engine and dispatcher rebuilt, nothing kept but storage and the hub."""
-        self.engine = Engine(self.storage, self.hub, CONFIG, hook=self._hook)
+        self.engine = Engine(self.storage, self.hub, CONFIG, gates=self.gates, hook=self._hook)
         self.dispatcher = Dispatcher(
             self.storage, self.hub, self.director, self.notifier, CONFIG, hook=self._hook
         )
@@ -172,6 +192,28 @@ class World:
             r = uow.rollouts.get("ro-1")
         return r.state, int(r.state_data["stage"]), int(r.state_data["version"])
 
-    def jobs(self) -> dict[str, str]:
+    def jobs(self, release_id: str = "rel-1") -> dict[str, str]:
+        """Device -> job state, for the jobs of one release (the forward one by default)."""
         with self.storage.begin(readonly=True) as uow:
-            return {j.device_id: j.state for j in uow.jobs.list("ro-1", limit=1000).items}
+            page = uow.jobs.list("ro-1", limit=1000, release_id=release_id)
+        return {j.device_id: j.state for j in page.items}
+
+    def join(self, device_id: str) -> None:
+        """A device registers and joins the group (membership is dynamic)."""
+        with self.storage.begin() as uow:
+            uow.devices.upsert([Device(device_id, "mt3620", self.now, tags={"fleet": "demo"})])
+        self.hub.register_device(device_id)
+        self.fleet.ids.append(device_id)
+        self.devices += 1
+
+    def command(self, event: RolloutEvent) -> None:
+        self.engine.command("ro-1", event, self.now)
+
+    def run_until(self, states: set[str], max_steps: int = 200) -> str:
+        """Step until the rollout is in one of `states` (or fail); returns the state."""
+        for _ in range(max_steps):
+            state = self.rollout_state()[0]
+            if state in states:
+                return state
+            self.step()
+        raise AssertionError(f"still {self.rollout_state()} after {max_steps} steps")

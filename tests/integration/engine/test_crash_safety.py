@@ -1,14 +1,12 @@
 """The engine and dispatcher survive a crash at every step boundary of a 20-device, two-stage
-rollout, on in-memory storage and on SQLite, with the invariants checked after every step."""
+rollout, on in-memory storage, SQLite and PostgreSQL (`conftest.py`), with the invariants
+checked after every step."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from service.storage import MemoryStorage, SqlStorage, Storage, upgrade
+from service.storage import Storage
 from tests.integration.engine._world import _RANK, FINAL, World
 
 BOUNDARIES = (
@@ -21,20 +19,6 @@ BOUNDARIES = (
     "dispatch.executed",
     "dispatch.marked",
 )
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    if request.param == "memory":
-        yield MemoryStorage()
-        return
-    url = f"sqlite:///{tmp_path / 'tinyfleet.db'}"
-    upgrade(url)
-    sql = SqlStorage(url)
-    try:
-        yield sql
-    finally:
-        sql.close()
 
 
 def drive(world: World, max_steps: int = 120) -> None:

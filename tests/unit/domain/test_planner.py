@@ -16,6 +16,7 @@ from service.domain.planner import (
     OfferLedger,
     StageFigures,
     figures_by_stage,
+    plan_from_hashes,
     plan_jobs,
     plan_stages,
     select_offers,
@@ -220,3 +221,9 @@ def test_rate_doubles_like_aws_exponential_rollout() -> None:
         400,
         1000,
     ]
+
+
+def test_plan_from_hashes_is_plan_stages_without_rehashing() -> None:
+    members = [f"dev-{n}" for n in range(57)]
+    hashes = [stage_hash("r1", d) for d in members]
+    assert plan_from_hashes(spec(), hashes + hashes[:5]) == plan_stages(spec(), members)

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from service.domain.errors import SpecError
+from service.domain.gates import FailAction, GatePolicy
 from service.domain.spec import (
     FailureAction,
     FailurePolicy,
@@ -78,6 +79,7 @@ BAD: list[tuple[str, Callable[[], object], str]] = [
         "failure.action",
     ),
     ("naive-start", lambda: spec(start_at=datetime(2026, 1, 1)), "start_at"),
+    ("gate-not-a-policy", lambda: spec_with(gate={"stage": "all"}), "gate"),
 ]
 
 
@@ -98,3 +100,10 @@ def test_refused(build: Callable[[], object], field: str) -> None:
 def test_a_reasonable_spec_is_accepted() -> None:
     built = spec(action=FailureAction.ROLLBACK)
     assert built.failure.action is FailureAction.ROLLBACK and len(built.stages) == 2
+
+
+def test_one_gate_policy_for_every_stage() -> None:
+    policy = GatePolicy(stage="every", on_fail=FailAction.ABORT)
+    built = spec_with(gate=policy)
+    assert built.gate is policy
+    assert spec().gate is None

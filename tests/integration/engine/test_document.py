@@ -1,0 +1,155 @@
+"""The public spec document (`POST /rollouts` body) <-> RolloutSpec: round trip, defaults, and
+a SpecError naming the document field for every kind of bad input."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from service.domain.errors import SpecError
+from service.domain.gates import FailAction, GatePolicy
+from service.domain.spec import (
+    Advance,
+    FailureAction,
+    FailurePolicy,
+    IncreaseOn,
+    RatePolicy,
+    RetryPolicy,
+    RolloutSpec,
+    Stage,
+    SuccessPolicy,
+)
+from service.domain.windows import MaintenanceWindow
+from service.engine import spec_from_document, spec_to_document
+from service.engine._codec import spec_from_json, spec_to_json
+
+
+def full_spec(zone: str = "Europe/Berlin") -> RolloutSpec:
+    return RolloutSpec(
+        rollout_id="ro-7",
+        release_id="kws-2",
+        group_id="berlin",
+        previous_release_id="kws-1",
+        production=True,
+        stages=(
+            Stage("canary", timedelta(minutes=30), count=5),
+            Stage("half", timedelta(hours=1), percent=50.5),
+            Stage("all", timedelta(0), percent=100),
+        ),
+        success=SuccessPolicy(95, Advance.APPROVAL, require_gate=True),
+        failure=FailurePolicy(12.5, 3, FailureAction.ROLLBACK),
+        retry=RetryPolicy(
+            timedelta(minutes=20), timedelta(minutes=90), 3, timedelta(seconds=30), timedelta(2)
+        ),
+        rate=RatePolicy(50, 2.0, 500, IncreaseOn.NOTIFIED, 5000),
+        start_at=datetime(2026, 11, 26, 8, tzinfo=UTC),
+        windows=(MaintenanceWindow.parse("0 2 * * 1-5", timedelta(minutes=90), zone),),
+        gate=GatePolicy(stage="every", max_label_psi=None, on_fail=FailAction.ROLLBACK),
+    )
+
+
+def minimal() -> dict[str, Any]:
+    return {
+        "id": "ro-1",
+        "release_id": "rel-2",
+        "group_id": "g1",
+        "stages": [{"name": "all", "percent": 100, "soak_seconds": 600}],
+    }
+
+
+def test_round_trip() -> None:
+    spec = full_spec()
+    document = spec_to_document(spec)
+    assert document["stages"][0] == {"name": "canary", "soak_seconds": 1800, "count": 5}
+    assert document["windows"] == [{"cron": "0 2 * * 1-5", "duration_minutes": 90}]
+    assert spec.gate is not None and document["gate"] == spec.gate.to_dict()
+    back = spec_from_document(document, time_zone="Europe/Berlin", production=True)
+    assert back == spec
+
+
+def test_the_stored_spec_keeps_the_gate_under_its_key() -> None:
+    spec = full_spec()
+    stored = spec_to_json(spec)
+    assert spec.gate is not None and stored["gate"] == spec.gate.to_dict()
+    assert spec_from_json(stored) == spec
+    assert spec_from_json({**spec_to_json(full_spec()), "gate": None}).gate is None
+
+
+def test_defaults_and_overrides() -> None:
+    spec = spec_from_document(minimal(), rollout_id="ro-9")
+    assert spec.rollout_id == "ro-9" and not spec.production
+    assert spec.success == SuccessPolicy() and spec.failure == FailurePolicy()
+    assert spec.retry == RetryPolicy() and spec.rate == RatePolicy()
+    assert spec.gate is None and spec.windows == () and spec.start_at is None
+    assert spec.stages == (Stage("all", timedelta(minutes=10), percent=100),)
+
+
+def _with(path: str, value: object) -> dict[str, Any]:
+    document = minimal()
+    *parents, last = path.split(".")
+    target: Any = document
+    for key in parents:
+        target = target[int(key)] if key.isdigit() else target.setdefault(key, {})
+    target[last] = value
+    return document
+
+
+TIMEOUT = "retry.in_progress_timeout_seconds"
+HOURLY = "0 * * * *"
+BAD: list[tuple[str, dict[str, Any], str]] = [
+    ("missing-id", {k: v for k, v in minimal().items() if k != "id"}, "id"),
+    ("bad-id", _with("id", "no spaces allowed"), "id"),
+    ("unknown-top", _with("colour", "red"), "colour"),
+    ("stages-not-list", _with("stages", {"name": "x"}), "stages"),
+    ("no-stages", _with("stages", []), "stages"),
+    ("stage-unknown", _with("stages.0.weight", 3), "stages[0].weight"),
+    ("stage-percent-text", _with("stages.0.percent", "10"), "stages[0].percent"),
+    ("stage-percent-over", _with("stages.0.percent", 101), "stages[0].percent"),
+    ("stage-both", _with("stages.0.count", 4), "stages[0]"),
+    ("stage-soak-negative", _with("stages.0.soak_seconds", -1), "stages[0].soak"),
+    ("stage-gate", _with("stages.0.gate", {"stage": "x"}), "stages[0].gate"),
+    ("success-bool", _with("success.require_gate", "yes"), "success.require_gate"),
+    ("require-gate-no-gate", _with("success.require_gate", True), "success.require_gate"),
+    ("advance", _with("success.advance", "later"), "success.advance"),
+    ("failure-action", _with("failure.action", "explode"), "failure.action"),
+    ("rollback-no-previous", _with("failure.action", "rollback"), "failure.action"),
+    ("min-devices-float", _with("failure.min_devices", 2.5), "failure.min_devices"),
+    (
+        "retry-timeout",
+        _with("retry.in_progress_timeout_seconds", 1),
+        "retry.in_progress_timeout_seconds",
+    ),
+    ("retry-nan", _with("retry.backoff_base_seconds", float("nan")), "retry.backoff_base_seconds"),
+    ("rate-factor", _with("rate.factor", 9), "rate.factor"),
+    ("rate-unknown", _with("rate.burst", 9), "rate.burst"),
+    ("start-naive", _with("start_at", "2026-11-26T08:00:00"), "start_at"),
+    ("start-garbage", _with("start_at", "tomorrow"), "start_at"),
+    (
+        "window-cron",
+        _with("windows", [{"cron": "61 * * * *", "duration_minutes": 5}]),
+        "windows[0]",
+    ),
+    (
+        "window-long",
+        _with("windows", [{"cron": HOURLY, "duration_minutes": 2000}]),
+        "windows[0].duration",
+    ),
+    (
+        "window-huge",
+        _with("windows", [{"cron": HOURLY, "duration_minutes": 1e300}]),
+        "windows[0].duration_minutes",
+    ),
+    ("gate-unknown", _with("gate", {"stage": "x", "colour": 1}), "gate"),
+    ("gate-range", _with("gate", {"stage": "x", "alpha": 0.9}), "gate"),
+    ("gate-type", _with("gate", [1]), "gate"),
+    ("body-type", [], "body"),  # type: ignore[dict-item]
+]
+
+
+@pytest.mark.parametrize(("name", "document", "field"), BAD, ids=[b[0] for b in BAD])
+def test_bad_documents_name_the_field(name: str, document: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        spec_from_document(document)
+    assert caught.value.field.startswith(field), caught.value

@@ -1,0 +1,152 @@
+"""The engine's rollback, group joiners, returning devices and health gates, end to end through
+the hub port with simulated devices, on memory, SQLite and PostgreSQL storage."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.domain.gates import GatePolicy
+from service.domain.rollout_events import GateResult, Resume, Rollback, Verdict
+from service.domain.spec import FailureAction
+from service.engine import MemoryHealthGate
+from service.storage import Storage
+from tests.integration.engine._world import World, spec
+
+GATED = GatePolicy(stage="every")
+
+
+def _stage(world: World) -> int:
+    return world.rollout_state()[1]
+
+
+def _run_to_stage(world: World, stage: int, max_steps: int = 100) -> None:
+    for _ in range(max_steps):
+        if _stage(world) >= stage:
+            return
+        world.step()
+    raise AssertionError(f"stage {stage} never started: {world.rollout_state()}")
+
+
+def _drain(world: World) -> None:
+    for _ in range(50):
+        world.step()
+        with world.storage.begin(readonly=True) as uow:
+            if uow.outbox.pending() == 0:
+                return
+    raise AssertionError("the outbox never drained")
+
+
+def _check_rolled_back(world: World) -> None:
+    _drain(world)
+    forward, back = world.jobs("rel-1"), world.jobs("rel-0")
+    live = {"pending", "offered", "downloading", "verifying", "transferring", "soaking"}
+    assert not live & set(forward.values()), forward
+    assert back, "nobody was rolled back"
+    assert set(back.values()) == {"confirmed"}, back
+    for device in world.fleet.ids:
+        assert world.fleet.installed.get(device, "rel-0") == "rel-0", device
+    for device in back:
+        assert world.director.assigned.get(device) == "rel-0", device
+    kinds = [n.kind for n in world.notifier.notices.values()]
+    assert kinds.count("rolled-back") == 1
+
+
+def test_operator_rollback_sends_every_activated_device_back(storage: Storage) -> None:
+    world = World(storage, bad_in_rest=0)
+    _run_to_stage(world, 1)
+    for _ in range(3):  # the rest is under way: some offered, the canaries confirmed
+        world.step()
+    activated = {d for d, s in world.jobs().items() if s in ("activating", "soaking", "confirmed")}
+    world.command(Rollback("bob", "model regressed"))
+    assert world.rollout_state()[0] == "rolling_back"
+    assert world.run_until({"rolled_back"}) == "rolled_back"
+    _check_rolled_back(world)
+    assert activated <= set(world.jobs("rel-0"))
+
+
+def test_failure_action_rollback(storage: Storage) -> None:
+    world = World(storage, bad_in_rest=8, spec=spec(FailureAction.ROLLBACK))
+    assert world.run_until({"rolled_back", "completed", "aborted"}) == "rolled_back"
+    _check_rolled_back(world)
+    assert {d for d, s in world.jobs().items() if s == "rejected"} <= world.fleet.bad
+
+
+def test_devices_joining_mid_rollout_and_after_completion_get_the_release(
+    storage: Storage,
+) -> None:
+    world = World(storage, bad_in_rest=0)
+    world.step()
+    world.join("late-1")
+    world.step()
+    assert "late-1" in world.jobs()  # planned in by the tick after it joined
+    assert world.run_until({"completed"}) == "completed"
+    world.join("late-2")
+    for _ in range(15):
+        world.step()
+    jobs = world.jobs()
+    assert jobs["late-1"] == "confirmed" and jobs["late-2"] == "confirmed"
+    assert world.fleet.installed["late-2"] == "rel-1"
+    with world.storage.begin(readonly=True) as uow:
+        assert uow.jobs.get("ro-1", "late-2").stage == 1  # the last stage, once completed
+
+
+def test_an_offline_device_catches_up_when_it_returns(storage: Storage) -> None:
+    world = World(storage, bad_in_rest=0)
+    with world.storage.begin(readonly=True) as uow:
+        rest = [j.device_id for j in uow.jobs.list("ro-1", limit=100).items if j.stage == 1]
+    away = rest[0]  # a canary offline would hold the canary stage below its 80% threshold
+    world.fleet.offline.add(away)
+    _run_to_stage(world, 1)
+    for _ in range(15):
+        world.step()
+    assert world.jobs()[away] in ("pending", "offered")  # kept, not timed out
+    world.fleet.offline.discard(away)
+    assert world.run_until({"completed"}) == "completed"  # 80% were enough to complete
+    for _ in range(15):  # a completed rollout still watches its live jobs
+        world.step()
+    assert world.jobs()[away] == "confirmed"
+    assert world.fleet.installed[away] == "rel-1"
+
+
+def test_gate_wait_keeps_soaking_and_pass_advances(storage: Storage) -> None:
+    gate = MemoryHealthGate()
+    world = World(storage, bad_in_rest=0, gates=gate, spec=spec(gate=GATED, require_gate=True))
+    world.run_until({"soaking"})
+    gate.set("ro-1", GateResult(0, Verdict.WAIT, "not enough inferences"))
+    for _ in range(30):  # far past the 5-minute soak
+        world.step()
+    assert world.rollout_state()[:2] == ("soaking", 0)
+    assert ("ro-1", 0) in gate.asked
+    gate.set("ro-1", GateResult(0, Verdict.PASS, "healthy"))
+    _run_to_stage(world, 1)
+    gate.set("ro-1", GateResult(1, Verdict.PASS, "healthy"))
+    assert world.run_until({"completed"}) == "completed"
+
+
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [
+        (None, "paused"),  # the spec's failure action (pause)
+        (FailureAction.ABORT, "aborted"),
+        (FailureAction.ROLLBACK, "rolled_back"),
+    ],
+)
+def test_gate_fail_trips_the_rollout(
+    storage: Storage, action: FailureAction | None, expected: str
+) -> None:
+    gate = MemoryHealthGate()
+    world = World(storage, bad_in_rest=0, gates=gate, spec=spec(FailureAction.PAUSE, gate=GATED))
+    world.run_until({"soaking"})
+    gate.set("ro-1", GateResult(0, Verdict.FAIL, "latency up 40%", {"p95": 1.4}, action))
+    final = {"paused", "aborted", "rolling_back"}
+    assert world.run_until(final) == ("rolling_back" if expected == "rolled_back" else expected)
+    if expected == "rolled_back":
+        assert world.run_until({"rolled_back"}) == "rolled_back"
+        _check_rolled_back(world)
+    with world.storage.begin(readonly=True) as uow:
+        assert "health gate failed: latency up 40%" in uow.rollouts.get("ro-1").state_data["reason"]
+    if expected == "paused":
+        world.command(Resume("alice"))  # acknowledges the verdict: it does not trip again
+        for _ in range(3):
+            world.step()
+        assert world.rollout_state()[0] in ("running", "soaking")
