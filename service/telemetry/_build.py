@@ -1,0 +1,162 @@
+"""From decoded batches to table rows and rollups: the pure half of one ingest commit.
+
+Invariants:
+- Pure: no I/O, no clock; the same batches give the same rows and rollups.
+- Every inference record lands in exactly one raw row and in the rollup of each of its
+  device's groups and of the fleet (group ""); every batch adds its device to the device row
+  (core = model id = model version = "") of each of those groups, with its events.
+- Rollups are keyed by the hub's enqueue time, bucketed, and by partition (see `_schema.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeAlias
+
+import numpy as np
+
+from service.domain.rollups import CohortRollup, merge_all
+from service.telemetry._decode import Decoded, InferenceRow
+
+__all__ = ["Accepted", "RollupKey", "Rows", "build_rollups", "build_rows"]
+
+FLEET = ""
+# (group, release, core, model id, model version, bucket start ms, partition)
+RollupKey: TypeAlias = tuple[str, str, str, str, str, int, str]
+GroupsOf: TypeAlias = Callable[[str], Sequence[str]]
+_ERROR_FREE = ("revert", "crash")
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A valid, new batch and where it came from."""
+
+    partition: str
+    sequence: int
+    enqueued_ms: int
+    message_id: str
+    batch: Decoded
+
+
+@dataclass
+class Rows:
+    inference: list[tuple[Any, ...]] = field(default_factory=list)
+    health: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+
+    @property
+    def records(self) -> int:
+        return len(self.inference) + len(self.health) + len(self.events)
+
+
+def build_rows(accepted: Iterable[Accepted]) -> Rows:
+    """Raw rows in the column order of `_schema.py`'s tables."""
+    rows = Rows()
+    inference, health, events = rows.inference, rows.health, rows.events
+    for item in accepted:
+        batch, at = item.batch, item.enqueued_ms
+        device, release = batch.device_id, batch.release or ""
+        inference.extend([(device, release, *r, at) for r in batch.inference])
+        health.extend([(device, *h, at) for h in batch.health])
+        events.extend([(device, release, *e, at) for e in batch.events])
+    return rows
+
+
+@dataclass
+class _Columns:
+    devices: set[str] = field(default_factory=set)
+    latency: list[int] = field(default_factory=list)
+    score: list[float] = field(default_factory=list)
+    label: list[str | None] = field(default_factory=list)
+    anomaly: list[bool | None] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    reverts: dict[str, int] = field(default_factory=dict)
+    crashes: dict[str, int] = field(default_factory=dict)
+
+    def rollup(self) -> CohortRollup:
+        names = sorted({label for label in self.label if label is not None})
+        index = {name: i for i, name in enumerate(names)}
+        base = CohortRollup.from_columns(
+            self.devices,
+            np.array(self.latency, dtype=np.int64),
+            np.array(self.score, dtype=np.float64),
+            label_names=names,
+            label_codes=np.array(
+                [-1 if label is None else index[label] for label in self.label], dtype=np.int64
+            ),
+        )
+        reported = [flag for flag in self.anomaly if flag is not None]
+        return replace(
+            base,
+            anomalies=sum(reported),
+            anomaly_reported=len(reported),
+            devices_with_error=frozenset(self.errors),
+            devices_reverted=frozenset(self.reverts),
+            devices_crashed=frozenset(self.crashes),
+            errors=sum(self.errors.values()),
+            reverts=sum(self.reverts.values()),
+            crashes=sum(self.crashes.values()),
+        )
+
+
+def _is_error(kind: str, code: int) -> bool:
+    return kind == "reject" or (kind not in _ERROR_FREE and code != 0)
+
+
+def build_rollups(
+    accepted: Iterable[Accepted], groups_of: GroupsOf, bucket_ms: int
+) -> dict[RollupKey, CohortRollup]:
+    """The rollup of each key's rows in these batches (to be merged with the stored ones)."""
+    # Build once per (device's group set, rest of key), then fan out to the groups.
+    columns: dict[tuple[tuple[str, ...], str, str, str, str, int, str], _Columns] = {}
+    group_cache: dict[str, tuple[str, ...]] = {}
+    for item in accepted:
+        batch = item.batch
+        device, release = batch.device_id, batch.release or ""
+        groups = group_cache.get(device)
+        if groups is None:
+            groups = group_cache[device] = (FLEET, *sorted(set(groups_of(device)) - {FLEET}))
+        bucket = item.enqueued_ms // bucket_ms * bucket_ms
+        presence = (groups, release, "", "", "", bucket, item.partition)
+        cols = columns.get(presence) or columns.setdefault(presence, _Columns())
+        cols.devices.add(device)
+        for _ts, kind, core, _release, code, _reason in batch.events:
+            key = (groups, release, core or "", "", "", bucket, item.partition)
+            ev = columns.get(key) or columns.setdefault(key, _Columns())
+            ev.devices.add(device)
+            target = (
+                ev.reverts
+                if kind == "revert"
+                else ev.crashes
+                if kind == "crash"
+                else ev.errors
+                if _is_error(kind, code)
+                else None
+            )
+            if target is not None:
+                target[device] = target.get(device, 0) + 1
+        by_model: dict[tuple[str, str, str], list[InferenceRow]] = {}
+        for r in batch.inference:
+            model_key = (r[0], r[1], r[2])
+            rows = by_model.get(model_key)
+            if rows is None:
+                by_model[model_key] = [r]
+            else:
+                rows.append(r)
+        for (core, model_id, version), rows in by_model.items():
+            key = (groups, release, core, model_id, version, bucket, item.partition)
+            cols = columns.get(key) or columns.setdefault(key, _Columns())
+            cols.devices.add(device)
+            _, _, _, _, latency, score, label, anomaly = zip(*rows, strict=True)
+            cols.latency.extend(latency)
+            cols.score.extend(score)
+            cols.label.extend(label)
+            cols.anomaly.extend(anomaly)
+    fanned: dict[RollupKey, list[CohortRollup]] = {}
+    for (groups, release, core, model_id, version, bucket, partition), cols in columns.items():
+        rollup = cols.rollup()
+        for group in groups:
+            rollup_key: RollupKey = (group, release, core, model_id, version, bucket, partition)
+            fanned.setdefault(rollup_key, []).append(rollup)
+    return {k: parts[0] if len(parts) == 1 else merge_all(parts) for k, parts in fanned.items()}

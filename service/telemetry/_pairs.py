@@ -1,0 +1,369 @@
+"""The gate per model slot: canary and control paired by (core, model id), judged, combined.
+
+A cohort's stored rollups are split into model slots: one per (core, model id) that reported
+inferences, over all of that model's versions (the canary runs the new version, the control the
+old one). Each slot also gets its core's events (rows with that core and model id "") and the
+device-level events (core ""), so the device rates (error, revert, crash) are judged per slot
+too. A canary slot is paired with the control slot of the same (core, model id); a canary slot
+without one (a model id new on that core) is paired with an empty control, which WAITs: there is
+no old model to compare it with. Control-only slots (a model the new release dropped) are not
+judged.
+
+`judge_pairs` calls `evaluate_gate` once per pair with the policy's alpha split evenly across
+the k judged pairs (Bonferroni), and combines: FAIL if any pair FAILs, else WAIT if any pair
+WAITs or no pair has canary data, else PASS.
+
+Invariants:
+- Pure: no I/O, no clock; the same rows and policy always give the same verdict.
+- Every inference row counts in exactly one slot; a slot's rollup is the exact merge of its rows.
+- Family-wise false alarms: each pair FAILs an equal model with probability at most alpha / k
+  (`evaluate_gate`'s Holm bound at that alpha), so the gate FAILs an equal release with
+  probability at most alpha, whatever the dependence between pairs.
+- The short reason is at most `SUMMARY_MAX` characters and carries at most three numbers; the
+  stored document keeps every pair's full verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from service.domain.gates import (
+    GatePolicy,
+    GatePolicyError,
+    GateVerdict,
+    MetricResult,
+    MetricStatus,
+    Outcome,
+    evaluate_gate,
+)
+from service.domain.rollups import CohortRollup, merge_all
+
+__all__ = [
+    "SUMMARY_MAX",
+    "PairedVerdict",
+    "Slot",
+    "SlotPair",
+    "judge_pairs",
+    "pair_slots",
+]
+
+SUMMARY_MAX = 80
+RollupRow = tuple[Mapping[str, Any], CohortRollup]
+
+
+@dataclass(frozen=True, order=True)
+class Slot:
+    """One model on one core."""
+
+    core: str
+    model_id: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.core}/{self.model_id or 'events'}"
+
+
+@dataclass(frozen=True)
+class SlotPair:
+    slot: Slot
+    canary: CohortRollup
+    control: CohortRollup
+    canary_versions: tuple[str, ...]
+    control_versions: tuple[str, ...]
+
+
+@dataclass
+class _Split:
+    models: dict[Slot, list[CohortRollup]]
+    versions: dict[Slot, set[str]]
+    core_events: dict[str, list[CohortRollup]]
+    device_events: list[CohortRollup]
+
+
+def _events_only(rollup: CohortRollup) -> CohortRollup:
+    """A device row's events without its presence: devices that sent anything are not devices of
+    every model, but a device-level error counts against each model the device runs."""
+    flagged = rollup.devices_with_error | rollup.devices_reverted | rollup.devices_crashed
+    return replace(
+        CohortRollup.empty(),
+        devices=flagged,
+        devices_with_error=rollup.devices_with_error,
+        devices_reverted=rollup.devices_reverted,
+        devices_crashed=rollup.devices_crashed,
+        errors=rollup.errors,
+        reverts=rollup.reverts,
+        crashes=rollup.crashes,
+    )
+
+
+def _split(rows: Iterable[RollupRow]) -> _Split:
+    split = _Split({}, {}, {}, [])
+    for key, rollup in rows:
+        core, model_id = str(key["core"]), str(key["model_id"])
+        if model_id:
+            slot = Slot(core, model_id)
+            split.models.setdefault(slot, []).append(rollup)
+            split.versions.setdefault(slot, set()).add(str(key["model_version"]))
+        elif core:
+            split.core_events.setdefault(core, []).append(rollup)
+        else:
+            split.device_events.append(_events_only(rollup))
+    return split
+
+
+def _slot_rollup(split: _Split, slot: Slot) -> CohortRollup:
+    if slot.model_id:
+        parts = split.models.get(slot, [])
+    else:  # a core that reported events only: its devices are those of any model on the core
+        parts = [r for s, rs in split.models.items() if s.core == slot.core for r in rs]
+    parts = parts + split.core_events.get(slot.core, [])
+    if not parts:
+        return CohortRollup.empty()
+    return merge_all([*parts, *split.device_events])
+
+
+def pair_slots(
+    canary_rows: Iterable[RollupRow], control_rows: Iterable[RollupRow]
+) -> list[SlotPair]:
+    """One pair per model slot the canary reported, and one per core with canary events but no
+    canary inferences (model id "": judged on the device rates only), sorted by slot."""
+    canary, control = _split(canary_rows), _split(control_rows)
+    modelled = {slot.core for slot in canary.models}
+    quiet = [Slot(core, "") for core in canary.core_events if core not in modelled]
+    slots = [*canary.models, *quiet]
+    return [
+        SlotPair(
+            slot,
+            _slot_rollup(canary, slot),
+            _slot_rollup(control, slot),
+            tuple(sorted(canary.versions.get(slot, ()))),
+            tuple(sorted(control.versions.get(slot, ()))),
+        )
+        for slot in sorted(slots)
+    ]
+
+
+_INFERENCE_LIMITS = (
+    "max_latency_p95_increase",
+    "max_confidence_drop",
+    "max_anomaly_rate_increase",
+    "max_label_psi",
+)
+
+
+def _device_policy(policy: GatePolicy) -> GatePolicy | None:
+    """The policy's device-rate limits only; None when it has none."""
+    try:
+        return replace(policy, **dict.fromkeys(_INFERENCE_LIMITS))  # type: ignore[arg-type]
+    except GatePolicyError:
+        return None
+
+
+@dataclass(frozen=True)
+class PairedVerdict:
+    """The combined verdict and each pair's own (judged at `pair_alpha`)."""
+
+    outcome: Outcome
+    policy: GatePolicy
+    pair_alpha: float
+    pairs: tuple[tuple[SlotPair, GateVerdict], ...]  # sorted by slot
+    # With no judged slot: the verdict over the pooled cohorts (a WAIT for samples, or a FAIL
+    # of the device rates when the canary reports only events), so the shape stays the same.
+    pooled: GateVerdict | None = None
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def decisive(self) -> tuple[SlotPair | None, GateVerdict]:
+        """The pair that decides the outcome: the failing pair with the largest effect over its
+        limit, else the first waiting pair, else the first pair."""
+        if self.pooled is not None:
+            return None, self.pooled
+        failing = [(p, v) for p, v in self.pairs if v.outcome is Outcome.FAIL]
+        if failing:
+            return max(failing, key=lambda pv: _worst_ratio(pv[1]))
+        waiting = [(p, v) for p, v in self.pairs if v.outcome is Outcome.WAIT]
+        return (waiting or list(self.pairs))[0]
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        if self.pooled is not None:
+            return tuple(f"every model {line}" for line in self.pooled.reasons)
+        return tuple(
+            f"{pair.slot.label} {line}"
+            for pair, verdict in self.pairs
+            for line in (verdict.reasons if verdict.outcome is Outcome.FAIL else ())
+        )
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        if self.pooled is not None:
+            return self.pooled.missing
+        return tuple(
+            f"{pair.slot.label} {line}" for pair, verdict in self.pairs for line in verdict.missing
+        )
+
+    def _totals(self) -> dict[str, float]:
+        if self.pooled is not None:
+            v = self.pooled
+            return {
+                "canary_inferences": float(v.canary_inferences),
+                "control_inferences": float(v.control_inferences),
+                "canary_devices": float(v.canary_devices),
+                "control_devices": float(v.control_devices),
+            }
+        canaries = [p.canary for p, _ in self.pairs]
+        controls = [p.control for p, _ in self.pairs]
+        return {
+            "canary_inferences": float(sum(c.inferences for c in canaries)),
+            "control_inferences": float(sum(c.inferences for c in controls)),
+            "canary_devices": float(len(frozenset().union(*(c.devices for c in canaries)))),
+            "control_devices": float(len(frozenset().union(*(c.devices for c in controls)))),
+        }
+
+    def reason(self) -> str:
+        """The full reason that is stored with the verdict."""
+        return "; ".join(self.reasons or self.missing) or "every model within its limits"
+
+    def numbers(self) -> dict[str, float]:
+        """Every number for the stored verdict: totals, the decisive pair's metrics unprefixed,
+        and each pair's metrics prefixed with its slot."""
+        numbers = {**self._totals(), "alpha": self.policy.alpha, "pairs": float(len(self.pairs))}
+        if self.pairs:
+            numbers["pair_alpha"] = self.pair_alpha
+        _, decisive = self.decisive
+        numbers.update(_metric_numbers(decisive, ""))
+        for pair, verdict in self.pairs:
+            numbers.update(_metric_numbers(verdict, f"{pair.slot.label}."))
+        return numbers
+
+    def document(self) -> dict[str, Any]:
+        """The stored `metrics` document: a verdict's shape (the decisive pair's metrics, the
+        combined outcome, reasons and totals), plus every pair's full verdict under `pairs`."""
+        pair, decisive = self.decisive
+        totals = self._totals()
+        return {
+            **decisive.to_dict(),
+            "outcome": self.outcome.value,
+            "stage": self.policy.stage,
+            "action": self.policy.on_fail.value if self.outcome is Outcome.FAIL else None,
+            "alpha": self.policy.alpha,
+            "reasons": list(self.reasons),
+            "missing": list(self.missing),
+            **{name: int(value) for name, value in totals.items()},
+            "decisive": None if pair is None else pair.slot.label,
+            "pair_alpha": self.pair_alpha,
+            "pairs": [
+                {
+                    "core": p.slot.core,
+                    "model_id": p.slot.model_id,
+                    "canary_versions": list(p.canary_versions),
+                    "control_versions": list(p.control_versions),
+                    "verdict": v.to_dict(),
+                }
+                for p, v in self.pairs
+            ],
+        }
+
+    def summary(self) -> tuple[str, dict[str, float]]:
+        """A short reason naming the failing or waiting slots, and at most three numbers (the
+        engine writes both into bounded reason columns)."""
+        _, decisive = self.decisive
+        if self.outcome is Outcome.FAIL:
+            parts = []
+            for p, v in sorted(self.pairs, key=lambda pv: -_worst_ratio(pv[1])):
+                failed = _failed(v)
+                if failed:
+                    listed = "; ".join(
+                        f"{m.metric.value} {m.effect:.3g} > {m.limit:g}" for m in failed
+                    )
+                    parts.append(f"{p.slot.label}: {listed}")
+            text = " | ".join(parts) or "; ".join(self.reasons)
+            numbers = {f"{m.metric.value}.p": m.p_adjusted for m in _failed(decisive)[:3]}
+        elif self.outcome is Outcome.WAIT:
+            text, numbers = self._waiting()
+        else:
+            text = f"every model within its limits ({len(self.pairs)} judged)"
+            numbers = {"canary_inferences": self._totals()["canary_inferences"]}
+        return _clip(text), numbers
+
+    def _waiting(self) -> tuple[str, dict[str, float]]:
+        totals = self._totals()
+        numbers = {
+            "canary_inferences": totals["canary_inferences"],
+            "canary_devices": totals["canary_devices"],
+        }
+        if self.pooled is not None:
+            return "too few samples: no model reported by the canary yet", numbers
+        short = any(
+            m.detail.startswith("too few samples")
+            for _, v in self.pairs
+            for m in v.metrics
+            if m.status is MetricStatus.WAIT
+        )
+        why = "too few samples" if short else "not significant yet"
+        named = []
+        for p, v in self.pairs:
+            waiting = [m for m in v.metrics if m.status is MetricStatus.WAIT]
+            unsure = [m.metric.value for m in waiting if not m.detail.startswith("too few")]
+            if unsure:
+                named.append(f"{p.slot.label} " + ", ".join(unsure))
+            elif waiting:
+                named.append(p.slot.label)
+        return f"{why}: " + ", ".join(named), numbers
+
+
+def _failed(verdict: GateVerdict) -> list[MetricResult]:
+    failed = [m for m in verdict.metrics if m.status is MetricStatus.FAIL]
+    return sorted(failed, key=lambda m: m.effect / m.limit if m.limit else 0.0, reverse=True)
+
+
+def _worst_ratio(verdict: GateVerdict) -> float:
+    failed = _failed(verdict)
+    return failed[0].effect / failed[0].limit if failed and failed[0].limit else 0.0
+
+
+def _metric_numbers(verdict: GateVerdict, prefix: str) -> dict[str, float]:
+    numbers: dict[str, float] = {}
+    for metric in verdict.metrics:
+        name = f"{prefix}{metric.metric.value}"
+        numbers[f"{name}.effect"] = metric.effect
+        numbers[f"{name}.limit"] = metric.limit
+        numbers[f"{name}.p_adjusted"] = metric.p_adjusted
+    return numbers
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 3] + "..."
+
+
+def judge_pairs(
+    policy: GatePolicy,
+    pairs: Sequence[SlotPair],
+    *,
+    pooled: tuple[CohortRollup, CohortRollup] | None = None,
+) -> PairedVerdict:
+    """Judge each pair at alpha / k and combine (see the module docstring). `pooled` (the
+    cohorts over every slot) is judged only when no pair exists, for a WAIT of the usual shape."""
+    judgeable = [(pair, policy if pair.slot.model_id else _device_policy(policy)) for pair in pairs]
+    judged_pairs = [(pair, rules) for pair, rules in judgeable if rules is not None]
+    if not judged_pairs:
+        canary, control = pooled or (CohortRollup.empty(), CohortRollup.empty())
+        verdict = evaluate_gate(policy, canary, control)
+        return PairedVerdict(verdict.outcome, policy, policy.alpha, (), pooled=verdict)
+    k = len(judged_pairs)
+    judged = tuple(
+        (pair, evaluate_gate(replace(rules, alpha=rules.alpha / k), pair.canary, pair.control))
+        for pair, rules in judged_pairs
+    )
+    outcomes = {verdict.outcome for _, verdict in judged}
+    outcome = (
+        Outcome.FAIL
+        if Outcome.FAIL in outcomes
+        else Outcome.WAIT
+        if Outcome.WAIT in outcomes
+        else Outcome.PASS
+    )
+    return PairedVerdict(outcome, policy, policy.alpha / k, judged)

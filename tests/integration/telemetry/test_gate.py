@@ -1,0 +1,129 @@
+"""The telemetry gate over stored rollups: regressed -> FAIL, equal -> PASS, few samples -> WAIT."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+from service.domain.rollout_events import Verdict
+from service.domain.spec import FailureAction
+from service.storage import DeviceGroup, GroupKind, RolloutStage
+from service.telemetry import IngestWorker, TelemetryGate
+from tests.contract.storage.factories import release, rollout
+from tests.integration.telemetry._world import T0_MS, Fleet
+from tests.integration.telemetry.conftest import Db
+
+STARTED = datetime.fromtimestamp(T0_MS / 1000, tz=UTC) - timedelta(minutes=5)
+NOW = STARTED + timedelta(hours=1)
+GATE = {"min_inferences": 500, "min_devices": 5, "on_fail": "rollback"}
+
+
+def setup_rollout(db: Db, gate: dict[str, object] | None = GATE) -> object:
+    spec = {"stages": [{"name": "canary", "percent": 50, "soak_seconds": 600}]}
+    if gate is not None:
+        spec["gate"] = gate
+    ro = rollout(
+        "ro-1",
+        group_id="grp-berlin",
+        release_id="rel-2",
+        previous_release_id="rel-1",
+        state="running",
+        spec=spec,
+    )
+    with db.storage.begin() as uow:
+        uow.groups.put(DeviceGroup("grp-berlin", "berlin", GroupKind.TAG, "site=berlin"))
+        uow.releases.create(release("rel-1", 1))
+        uow.releases.create(release("rel-2", 2))
+        ro = uow.rollouts.create(ro)
+        uow.rollouts.put_stage(RolloutStage("ro-1", 0, "running", 10, started_at=STARTED))
+    return ro
+
+
+def ingest_fleet(
+    db: Db,
+    *,
+    devices: int = 20,
+    batches: int = 5,
+    canary_latency: float = 2000.0,
+    canary_score: float = 0.9,
+    outsider_release: str = "rel-2",
+) -> None:
+    fleet = Fleet()
+    rng = random.Random(7)
+    for b in range(batches):
+        fleet.clock_ms = T0_MS + b * 60_000
+        for d in range(devices):
+            canary = d % 2 == 0
+            fleet.send(
+                fleet.batch(
+                    f"dev-{d}",
+                    "rel-2" if canary else "rel-1",
+                    n=20,
+                    latency=canary_latency if canary else 2000.0,
+                    score=canary_score if canary else 0.9,
+                    rng=rng,
+                )
+            )
+        # A device outside the group on the new release, regressed badly: not in the cohorts.
+        fleet.send(fleet.batch("outsider", outsider_release, n=20, latency=50_000, score=0.1))
+    members = {f"dev-{d}": ("grp-berlin",) for d in range(devices)}
+    worker = IngestWorker(fleet.source, db.store, groups_of=lambda dev: members.get(dev, ()))
+    while worker.run_once().received:
+        pass
+
+
+def test_a_regressed_model_fails_with_the_policy_action(db: Db) -> None:
+    ro = setup_rollout(db)
+    ingest_fleet(db, canary_latency=3000.0, canary_score=0.8)
+    result = TelemetryGate(db.store, db.storage).evaluate(ro, 0, NOW)
+    assert result is not None and result.verdict is Verdict.FAIL
+    assert result.action is FailureAction.ROLLBACK
+    assert "latency-p95" in result.reason and "confidence-mean" in result.reason
+    assert len(result.reason) <= 80 and result.numbers["latency-p95.p"] < 0.01
+    history = db.store.verdicts("ro-1")
+    assert [(v["stage"], v["verdict"]) for v in history] == [(0, "fail")]
+    numbers = history[0]["numbers"]
+    assert numbers["canary_devices"] == 10 and numbers["canary_inferences"] == 1000
+    assert numbers["control_devices"] == 10 and numbers["latency-p95.effect"] > 0.2
+    assert history[0]["metrics"]["outcome"] == "fail" and "latency-p95" in history[0]["reason"]
+
+
+def test_an_equal_model_passes(db: Db) -> None:
+    ro = setup_rollout(db)
+    ingest_fleet(db)
+    result = TelemetryGate(db.store, db.storage).evaluate(ro, 0, NOW)
+    assert result is not None and result.verdict is Verdict.PASS, result.reason
+    assert result.action is None
+
+
+def test_too_few_samples_wait(db: Db) -> None:
+    ro = setup_rollout(db)
+    ingest_fleet(db, devices=6, batches=1, canary_latency=3000.0)
+    result = TelemetryGate(db.store, db.storage).evaluate(ro, 0, NOW)
+    assert result is not None and result.verdict is Verdict.WAIT
+    assert "too few samples" in result.reason
+
+
+def test_telemetry_before_the_stage_started_is_not_counted(db: Db) -> None:
+    ro = setup_rollout(db)
+    ingest_fleet(db, canary_latency=3000.0, canary_score=0.8)
+    with db.storage.begin() as uow:
+        uow.rollouts.put_stage(RolloutStage("ro-1", 0, "running", 10, started_at=NOW))
+    result = TelemetryGate(db.store, db.storage).evaluate(ro, 0, NOW + timedelta(minutes=1))
+    assert result is not None and result.verdict is Verdict.WAIT
+    assert result.numbers["canary_inferences"] == 0
+
+
+def test_no_gate_or_unstarted_stage_gives_none(db: Db) -> None:
+    ro = setup_rollout(db, gate=None)
+    assert TelemetryGate(db.store, db.storage).evaluate(ro, 0, NOW) is None
+    assert TelemetryGate(db.store, db.storage).evaluate(ro, 3, NOW) is None
+
+
+def test_unchanged_verdicts_are_stored_once_per_interval(db: Db) -> None:
+    ro = setup_rollout(db)
+    ingest_fleet(db)
+    gate = TelemetryGate(db.store, db.storage, record_every=timedelta(minutes=1))
+    for seconds in (0, 10, 20, 70):
+        gate.evaluate(ro, 0, NOW + timedelta(seconds=seconds))
+    assert len(db.store.verdicts("ro-1")) == 2
