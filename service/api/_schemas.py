@@ -1,0 +1,318 @@
+"""The API's JSON shapes (pydantic), so the OpenAPI document describes every answer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.storage import GroupKind, Role
+
+__all__ = [
+    "AuditOut",
+    "ChainOut",
+    "CommandIn",
+    "CoreOut",
+    "DeviceOut",
+    "GroupIn",
+    "GroupOut",
+    "HealthOut",
+    "IssuedTokenOut",
+    "Items",
+    "JobOut",
+    "MemberOut",
+    "PageOut",
+    "ReleaseIn",
+    "ReleaseOut",
+    "RolloutOut",
+    "StageOut",
+    "SyncOut",
+    "TokenIn",
+    "TokenOut",
+]
+
+T = TypeVar("T")
+
+
+class PageOut(BaseModel, Generic[T]):
+    items: list[T]
+    next_after: str | None = None
+
+
+class Items(BaseModel, Generic[T]):
+    items: list[T]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    storage: bool
+    engine: bool
+    releases: bool
+    hub: bool
+    telemetry: bool
+
+
+# -- devices ------------------------------------------------------------------------------------
+
+
+class CoreOut(BaseModel):
+    core: str
+    slot: str | None = None
+    model_id: str | None = None
+    model_version: str | None = None
+    state: str | None = None
+
+
+class DeviceOut(BaseModel):
+    id: str
+    hardware_id: str
+    profile: str
+    agent_version: str
+    tags: dict[str, str]
+    reported: dict[str, Any]
+    last_seen: datetime | None
+    created_at: datetime
+    cores: list[CoreOut]
+    release: str | None = Field(description="the installed release, as the device reports it")
+
+
+class JobOut(BaseModel):
+    rollout_id: str
+    device_id: str
+    release_id: str | None
+    stage: int
+    state: str
+    reason: str | None
+    attempts: int
+    updated_at: datetime
+
+
+class SyncOut(BaseModel):
+    synced: int
+
+
+# -- groups -------------------------------------------------------------------------------------
+
+
+class GroupIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    kind: GroupKind
+    selector: str = Field(min_length=1, max_length=1000)
+    time_zone: str = "UTC"
+    production: bool = False
+
+
+class GroupOut(BaseModel):
+    id: str
+    name: str
+    kind: GroupKind
+    selector: str
+    time_zone: str
+    production: bool
+    members: int
+
+
+# -- releases -----------------------------------------------------------------------------------
+
+
+class ReleaseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=48)
+    hardware_ids: list[str] = Field(min_length=1, max_length=64)
+    counter: int = Field(ge=0)
+    description: str = Field(default="", max_length=2000)
+
+
+class AdmissionOut(BaseModel):
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+class MemberOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    core: str
+    path: str | None = None
+    kind: str | None = None
+    model_id: str | None = None
+    version: str | None = None
+    length: int | None = None
+    sha256: str | None = None
+    admission: list[AdmissionOut] | None = None
+
+
+class ReleaseOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    status: Literal["draft", "published"]
+    counter: int
+    hardware_ids: list[str]
+    members: list[MemberOut]
+    created_at: datetime | None = None
+    created_by: str | None = None
+    description: str | None = None
+
+
+# -- rollouts -----------------------------------------------------------------------------------
+
+
+class StageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    percent: float | None = None
+    count: int | None = None
+    soak_seconds: float = Field(default=0, ge=0)
+    gate: dict[str, Any] | None = None
+
+
+class SuccessIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    threshold_percent: float = 100.0
+    advance: Literal["auto", "approval"] = "auto"
+    require_gate: bool = False
+
+
+class FailureIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    threshold_percent: float = 10.0
+    min_devices: int = 1
+    action: Literal["pause", "abort", "rollback"] = "pause"
+
+
+class RetryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    in_progress_timeout_seconds: float = 3600
+    confirm_grace_seconds: float = 3600
+    max_retries: int = 2
+    backoff_base_seconds: float = 60
+    backoff_cap_seconds: float = 6 * 3600
+
+
+class RateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base_per_minute: int = 100
+    factor: float = 1.0
+    every: int = 1000
+    increase_on: Literal["notified", "succeeded"] = "succeeded"
+    max_per_minute: int = 1000
+
+
+class WindowIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str
+    duration_minutes: float = Field(gt=0)
+
+
+class RolloutIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    release_id: str
+    group_id: str
+    previous_release_id: str | None = None
+    stages: list[StageIn] = Field(min_length=1)
+    success: SuccessIn = Field(default_factory=SuccessIn)
+    failure: FailureIn = Field(default_factory=FailureIn)
+    retry: RetryIn = Field(default_factory=RetryIn)
+    rate: RateIn = Field(default_factory=RateIn)
+    start_at: datetime | None = None
+    windows: list[WindowIn] = Field(default_factory=list)
+    gate: dict[str, Any] | None = None
+
+
+Command = Literal["start", "pause", "resume", "abort", "rollback", "approve", "next-stage"]
+
+
+class CommandIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    command: Command
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class StageOut(BaseModel):
+    index: int
+    name: str
+    state: str
+    planned: int
+    started_at: datetime | None
+    ended_at: datetime | None
+    counts: dict[str, int]
+
+
+class GateOut(BaseModel):
+    verdict: str
+    reason: str = ""
+    numbers: dict[str, float] = Field(default_factory=dict)
+
+
+class RolloutOut(BaseModel):
+    id: str
+    release_id: str
+    previous_release_id: str | None
+    group_id: str
+    state: str
+    stage: int
+    reason: str
+    created_at: datetime
+    updated_at: datetime
+    approvals: list[str]
+    spec: dict[str, Any]
+    stages: list[StageOut]
+    totals: dict[str, int]
+    gate: GateOut | None
+
+
+# -- audit and tokens ---------------------------------------------------------------------------
+
+
+class AuditOut(BaseModel):
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    subject: str
+    details: dict[str, Any]
+    hash: str
+
+
+class ChainOut(BaseModel):
+    ok: bool
+    checked: int
+    first_broken_seq: int | None
+    reason: str | None
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    role: Role
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    role: Role
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class IssuedTokenOut(BaseModel):
+    id: str
+    name: str
+    role: Role
+    secret: str

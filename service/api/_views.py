@@ -1,0 +1,241 @@
+"""Storage records and release views turned into the API's response models."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel
+
+from service.api._schemas import (
+    AuditOut,
+    CoreOut,
+    DeviceOut,
+    GateOut,
+    GroupOut,
+    JobOut,
+    MemberOut,
+    ReleaseOut,
+    RolloutOut,
+    StageOut,
+    TokenOut,
+)
+from service.storage import (
+    ApiToken,
+    AuditEntry,
+    Device,
+    DeviceGroup,
+    DeviceJob,
+    Release,
+    Rollout,
+    RolloutStage,
+    UnitOfWork,
+    group_filter,
+)
+
+__all__ = [
+    "audit_out",
+    "device_out",
+    "group_out",
+    "job_out",
+    "release_out",
+    "rollout_out",
+    "token_out",
+]
+
+
+def _cores(reported: Mapping[str, Any]) -> list[CoreOut]:
+    cores = reported.get("cores")
+    if not isinstance(cores, Mapping):
+        return []
+    out = []
+    for core, report in sorted(cores.items()):
+        if not isinstance(report, Mapping):
+            continue
+        model = report.get("activeModel")
+        model = model if isinstance(model, Mapping) else {}
+        out.append(
+            CoreOut(
+                core=str(core),
+                slot=_str(report.get("slot")),
+                model_id=_str(model.get("modelId")),
+                model_version=_str(model.get("version")),
+                state=_str(report.get("state")),
+            )
+        )
+    return out
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def device_out(device: Device) -> DeviceOut:
+    return DeviceOut(
+        id=device.id,
+        hardware_id=device.hardware_id,
+        profile=device.profile,
+        agent_version=device.agent_version,
+        tags=dict(device.tags),
+        reported=dict(device.reported),
+        last_seen=device.last_seen,
+        created_at=device.created_at,
+        cores=_cores(device.reported),
+        release=_str(device.reported.get("installedReleaseId")),
+    )
+
+
+def job_out(job: DeviceJob, release_id: str | None) -> JobOut:
+    return JobOut(
+        rollout_id=job.rollout_id,
+        device_id=job.device_id,
+        release_id=getattr(job, "release_id", None) or release_id,
+        stage=job.stage,
+        state=job.state,
+        reason=job.reason,
+        attempts=job.attempts,
+        updated_at=job.updated_at,
+    )
+
+
+def group_out(uow: UnitOfWork, group: DeviceGroup) -> GroupOut:
+    return GroupOut(
+        id=group.id,
+        name=group.name,
+        kind=group.kind,
+        selector=group.selector,
+        time_zone=group.time_zone,
+        production=group.production,
+        members=uow.devices.count(group_filter(group)),
+    )
+
+
+def _stage_state(index: int, current: int, state: str) -> str:
+    if state in ("draft", "scheduled"):
+        return "waiting"
+    if state in ("completed",):
+        return "done"
+    if index < current:
+        return "done"
+    if index == current:
+        return state
+    return "waiting"
+
+
+def rollout_out(uow: UnitOfWork, record: Rollout) -> RolloutOut:
+    data = record.state_data
+    spec = dict(record.spec)
+    current = int(data.get("stage", 0) or 0)
+    stored: dict[int, RolloutStage] = {s.index: s for s in uow.rollouts.stages(record.id)}
+    by_stage: dict[int, dict[str, int]] = {}
+    for (_release, index), counts in uow.jobs.figures(record.id).items():
+        merged = by_stage.setdefault(index, {})
+        for state, n in counts.items():
+            merged[state] = merged.get(state, 0) + n
+    stages = []
+    totals: dict[str, int] = {}
+    for index, stage in enumerate(spec.get("stages", [])):
+        counts = dict(sorted(by_stage.get(index, {}).items()))
+        for state, n in counts.items():
+            totals[state] = totals.get(state, 0) + n
+        saved = stored.get(index)
+        stages.append(
+            StageOut(
+                index=index,
+                name=str(stage.get("name", index)),
+                state=saved.state if saved else _stage_state(index, current, record.state),
+                planned=saved.planned if saved and saved.planned else sum(counts.values()),
+                started_at=saved.started_at if saved else None,
+                ended_at=saved.ended_at if saved else None,
+                counts=counts,
+            )
+        )
+    gate = data.get("gate")
+    gate_out = None
+    if isinstance(gate, Mapping):
+        gate_out = GateOut(
+            verdict=str(gate.get("verdict")),
+            reason=str(gate.get("reason", "")),
+            numbers={k: float(v) for k, v in dict(gate.get("numbers") or {}).items()},
+        )
+    elif isinstance(gate, str):
+        gate_out = GateOut(verdict=gate)
+    return RolloutOut(
+        id=record.id,
+        release_id=record.release_id,
+        previous_release_id=record.previous_release_id,
+        group_id=record.group_id,
+        state=record.state,
+        stage=current,
+        reason=str(data.get("reason", "") or ""),
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+        approvals=[str(a) for a in data.get("approvals", [])],
+        spec=spec,
+        stages=stages,
+        totals=totals,
+        gate=gate_out,
+    )
+
+
+def audit_out(entry: AuditEntry) -> AuditOut:
+    return AuditOut(
+        seq=entry.seq,
+        at=entry.at,
+        actor=entry.actor,
+        action=entry.action,
+        subject=entry.subject,
+        details=dict(entry.details),
+        hash=entry.hash,
+    )
+
+
+def token_out(token: ApiToken) -> TokenOut:
+    return TokenOut(
+        id=token.id,
+        name=token.name,
+        role=token.role,
+        created_at=token.created_at,
+        revoked_at=token.revoked_at,
+    )
+
+
+def as_mapping(view: Any) -> dict[str, Any]:
+    """A release service's view (mapping, dataclass, pydantic model or `to_dict()`) as a dict."""
+    if isinstance(view, BaseModel):
+        return view.model_dump(mode="json")
+    if hasattr(view, "to_dict"):
+        return dict(view.to_dict())
+    if dataclasses.is_dataclass(view) and not isinstance(view, type):
+        return dataclasses.asdict(view)
+    if isinstance(view, Mapping):
+        return dict(view)
+    raise TypeError(f"cannot read a release view of type {type(view).__name__}")
+
+
+def release_out(view: Any) -> ReleaseOut:
+    data = as_mapping(view)
+    status = data.get("status")
+    if isinstance(status, Enum):
+        data["status"] = status.value
+    data["hardware_ids"] = list(data.get("hardware_ids") or [])
+    return ReleaseOut.model_validate(data)
+
+
+def stored_release_out(release: Release) -> ReleaseOut:
+    """A published release read straight from storage (no release service configured)."""
+    manifest = dict(release.manifest)
+    members = manifest.get("members") or []
+    return ReleaseOut(
+        id=release.id,
+        status="published",
+        counter=release.counter,
+        hardware_ids=list(release.hardware_ids),
+        members=[
+            MemberOut.model_validate(m) for m in members if isinstance(m, Mapping) and "core" in m
+        ],
+        created_at=release.created_at,
+        created_by=release.created_by,
+    )
