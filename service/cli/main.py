@@ -8,7 +8,24 @@ from __future__ import annotations
 
 import typer
 
-from service.cli import agent, db, demo, hub, keys, models, release, repo
+from service.cli import (
+    agent,
+    audit,
+    db,
+    demo,
+    devices,
+    groups,
+    hub,
+    keys,
+    models,
+    release,
+    repo,
+    rollout,
+    telemetry,
+    tokens,
+)
+from service.cli import serve as serve_command
+from service.cli import up as up_command
 
 app = typer.Typer(
     name="tinyfleet",
@@ -23,7 +40,15 @@ app.add_typer(release.app, name="release")
 app.add_typer(hub.app, name="hub")
 app.add_typer(models.app, name="models")
 app.add_typer(db.app, name="db")
+app.add_typer(devices.app, name="devices")
+app.add_typer(groups.app, name="groups")
+app.add_typer(rollout.app, name="rollout")
+app.add_typer(audit.app, name="audit")
+app.add_typer(tokens.app, name="tokens")
+app.add_typer(telemetry.app, name="telemetry")
 app.command(name="demo")(demo.demo)
+app.command(name="up")(up_command.up)
+app.command(name="serve")(serve_command.serve)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""`tinyfleet release`: sign a release, assign it to a device, and verify it as the device would."""
+"""`tinyfleet release`: releases on the server (create, upload, publish, list, show), and the local
+signing commands (sign a release, assign it to a device, verify it as the device would)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import typer
 
 from service.cli import _context
 from service.cli._output import JsonOption, console, emit_json, emit_table, fail
+from service.cli._release_remote import RELEASE_COLUMNS, release_row
+from service.cli._release_remote import register as _register_remote
+from service.cli._remote import ProfileOpt, ServerOpt, TokenOpt, connect
 from service.trust import ArtifactSpec
 from signing.fields import CORES
 
@@ -16,6 +20,7 @@ app = typer.Typer(
     help="Releases: firmware and one model per core, installed together or not at all.",
     no_args_is_help=True,
 )
+_register_remote(app)
 
 
 @app.command("sign")
@@ -60,8 +65,31 @@ def sign(
 
 
 @app.command("list")
-def list_releases(data: Path | None = _context.DataOption, json_out: bool = JsonOption) -> None:
-    """Every signed release."""
+def list_releases(
+    local: bool = typer.Option(
+        False, "--local", help="List the local image repository instead of the server's."
+    ),
+    limit: int = typer.Option(100, min=1, max=1000, help="Page size (server listing)."),
+    all_pages: bool = typer.Option(False, "--all", help="Follow every page (server listing)."),
+    data: Path | None = _context.DataOption,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    config_profile: ProfileOpt = None,
+    json_out: bool = JsonOption,
+) -> None:
+    """Releases on the server; with --local (or --data), those signed in a local repository."""
+    if local or data is not None:
+        _list_local(data, json_out)
+        return
+    with connect(server, token, config_profile) as api:
+        releases = list(api.pages("/releases", limit=limit, follow=all_pages))
+    if json_out:
+        emit_json(releases)
+        return
+    emit_table(f"releases ({len(releases)})", RELEASE_COLUMNS, [release_row(r) for r in releases])
+
+
+def _list_local(data: Path | None, json_out: bool) -> None:
     service = _context.trust(data)
     with _context.errors():
         releases = service.image().releases()

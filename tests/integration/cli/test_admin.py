@@ -1,0 +1,98 @@
+"""`tinyfleet tokens` and `tinyfleet audit`, and the exit codes of auth failures."""
+
+from __future__ import annotations
+
+import json
+
+import sqlalchemy as sa
+
+from service.storage import Role
+from tests.integration.cli.conftest import Stack
+
+
+def test_tokens_create_list_revoke(stack: Stack) -> None:
+    created = stack.run("tokens", "create", "ci", "--role", "operator", "--json")
+    assert created.exit_code == 0, created.output
+    issued = json.loads(created.stdout)
+    assert issued["name"] == "ci" and issued["role"] == "operator" and issued["secret"]
+
+    # The new token works for what its role allows...
+    listed = stack.run("groups", "list", "--json", token=issued["secret"])
+    assert listed.exit_code == 0, listed.output
+    tokens = json.loads(stack.run("tokens", "list", "--json").stdout)
+    assert {t["name"] for t in tokens} == {"root", "ci"}
+    assert all("secret" not in t for t in tokens)
+
+    table = stack.run("tokens", "list")
+    assert table.exit_code == 0 and "operator" in table.stdout
+
+    revoked = stack.run("tokens", "revoke", issued["id"], "--json")
+    assert revoked.exit_code == 0 and json.loads(revoked.stdout) == {"revoked": issued["id"]}
+    # ...and nothing once revoked.
+    after = stack.run("groups", "list", token=issued["secret"])
+    assert after.exit_code == 4, after.output
+    assert "401" in after.stderr
+
+
+def test_tokens_create_prints_the_secret_once(stack: Stack) -> None:
+    result = stack.run("tokens", "create", "viewer-1", "--role", "viewer")
+    assert result.exit_code == 0, result.output
+    assert "shown once" in result.stdout
+
+
+def test_role_too_low_is_exit_4_with_the_servers_detail(stack: Stack) -> None:
+    viewer = stack.token("watcher", Role.VIEWER)
+    result = stack.run("groups", "put", "grp-1", "--tag", "fleet=demo", token=viewer)
+    assert result.exit_code == 4, result.output
+    assert "403" in result.stderr and "watcher" in result.stderr
+    assert "role is too low" in result.stderr
+
+
+def test_unknown_token_is_exit_4(stack: Stack) -> None:
+    result = stack.run("devices", "list", token="not-a-token")
+    assert result.exit_code == 4, result.output
+    assert "401" in result.stderr and "unauthorized" in result.stderr
+
+
+def test_no_token_at_all_is_exit_4(stack: Stack) -> None:
+    result = stack.bare("devices", "list", "--server", stack.url)
+    assert result.exit_code == 4, result.output
+    assert "no token" in result.stderr  # the hint says where the CLI looked
+
+
+def test_audit_list_and_verify(stack: Stack) -> None:
+    assert stack.run("groups", "put", "grp-1", "--tag", "fleet=demo").exit_code == 0
+    assert stack.run("groups", "delete", "grp-1").exit_code == 0
+    entries = json.loads(stack.run("audit", "list", "--json").stdout)
+    assert [(e["actor"], e["action"], e["subject"]) for e in entries][-2:] == [
+        ("root", "group.put", "grp-1"),
+        ("root", "group.delete", "grp-1"),
+    ]
+    paged = json.loads(stack.run("audit", "list", "--limit", "1", "--all", "--json").stdout)
+    assert paged == entries
+    later = json.loads(
+        stack.run("audit", "list", "--after-seq", str(entries[-1]["seq"]), "--json").stdout
+    )
+    assert later == []
+
+    table = stack.run("audit", "list")
+    assert table.exit_code == 0 and "group.delete" in table.stdout
+
+    verified = stack.run("audit", "verify", "--json")
+    assert verified.exit_code == 0, verified.output
+    report = json.loads(verified.stdout)
+    assert report["ok"] is True and report["checked"] == len(entries)
+    assert "intact" in stack.run("audit", "verify").stdout
+
+
+def test_audit_verify_exits_1_when_the_chain_is_broken(stack: Stack) -> None:
+    assert stack.run("groups", "put", "grp-1", "--tag", "fleet=demo").exit_code == 0
+    assert stack.run("groups", "put", "grp-2", "--tag", "fleet=lab").exit_code == 0
+    with stack.storage.engine.begin() as conn:  # an attacker with the database file
+        conn.execute(sa.text("DROP TRIGGER audit_log_no_update"))
+        conn.execute(sa.text("UPDATE audit_log SET actor = 'mallory' WHERE seq = 1"))
+    result = stack.run("audit", "verify")
+    assert result.exit_code == 1, result.output
+    assert "broken at seq 1" in result.stderr
+    as_json = stack.run("audit", "verify", "--json")
+    assert as_json.exit_code == 1 and json.loads(as_json.stdout)["first_broken_seq"] == 1
