@@ -6,6 +6,11 @@ repositories, the Uptane checks, every target byte streamed through its verifier
 an attacker on a copy of the published files and shows each attack refused with the device's
 state unchanged. Last, a simulated device (agent and two M4 core processes) installs the release
 over MQTT/TLS through the mock hub and sends inference telemetry.
+
+With the service runtime present, the last act is the fleet (`_demo_fleet`): the whole local stack
+with 20 devices in two groups, v1 everywhere, v2 rolled out in stages through its health gate to
+completion, v3 stopped by its gate and rolled back. Without it, one device installs a release
+over the hub (`_demo_device`).
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from pathlib import Path
 
 import typer
 
+from infra.stack import default_service_factory
 from service.cli import _context
 from service.cli._demo_device import run_device
+from service.cli._demo_fleet import DemoFailed, Timing, run_fleet_demo
 from service.cli._output import console, emit_table, fail
 from service.config import Mode
 from service.trust import ArtifactSpec, TrustService, stream_targets
@@ -61,8 +68,13 @@ def demo(
     data: Path | None = typer.Option(
         None, "--data", help="Keep the demo's files here (default: a temp dir)."
     ),
+    keep: bool = typer.Option(False, "--keep", help="Keep the fleet stack running at the end."),
+    soak: int = typer.Option(15, "--soak", min=1, max=600, help="Seconds each stage soaks."),
+    fleet: bool = typer.Option(
+        True, "--fleet/--no-fleet", help="Run the fleet act (needs the service runtime)."
+    ),
 ) -> None:
-    """Sign a release, verify it as a device would, and watch attacks on it fail."""
+    """Sign releases, refuse attacks, then roll a good model out and a bad one back on a fleet."""
     models = _models()
     if not models:
         fail(f"no prebuilt models in {PREBUILT}", hint="run `tinyfleet models build --out` there")
@@ -72,6 +84,14 @@ def demo(
     try:
         with _context.errors():
             _run(service, models, now)
+            if fleet and default_service_factory() is not None:
+                try:
+                    run_fleet_demo(workdir / "fleet", Timing(soak_s=soak), keep)
+                except DemoFailed as exc:
+                    fail(f"the fleet demo failed: {exc}")
+            else:
+                run_device(service, "dev-004", "demo-r2")
+            console.rule("[bold green]done: every step above ran on real parts")
     finally:
         if data is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -136,8 +156,6 @@ def _run(service: TrustService, models: list[Path], now: datetime) -> None:
         ],
     )
     _attacks(service, _attack_table(first_timestamp))
-    run_device(service, "dev-004", "demo-r2")
-    console.rule("[bold green]done: every step above ran on real parts")
 
 
 Attack = tuple[str, str, Callable[[Path], None]]  # (what, device id, how it changes the mirror)

@@ -1,0 +1,390 @@
+"""A simulated fleet: N devices in one process, each with its own hub session and core processes.
+
+Every device is a `SimulatedDevice`: its agent speaks MQTT over TLS to the hub on its own
+connection, and its two M4 cores are separate processes speaking the inter-core protocol. The
+fleet adds what a fleet needs around them:
+
+- identity that survives restarts: each device is provisioned on the hub once, and its connection
+  string, group and core seeds live in `DATA/<device id>/identity.json` next to the agent's and
+  cores' state, so a restart on the same folder brings back the same devices with their models;
+- groups as twin tags (`group=canary|main`, with `hardwareId` and `profile`), written once when
+  the device is provisioned;
+- a network cut per device: every connection a device opens to a loopback service (the hub's MQTT
+  listener, the blob store's HTTP server) goes through a relay of that device's own, and
+  `disconnect(device)` drops the open connections and refuses new ones until `reconnect(device)`;
+- core faults: `kill_core` is a power cut of one core process.
+
+Invariants:
+- A device id is provisioned at most once per data folder; its group never changes after that.
+- While a device is cut, no byte flows between it and any loopback service it talks to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import threading
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from device_agent.hub_client import HubOptions
+from device_agent.hub_dialect import ConnectionString
+from device_agent.protocol import DesiredService
+from device_agent.target_source import HttpTargetSource, TargetSource
+from infra._relay import Relay
+from infra.hub import BackgroundHub, provision_device
+from infra.simdevice import CoreSpec, QueryFetcher, SimulatedDevice
+from signing.files import atomic_write
+
+__all__ = ["DeviceIdentity", "Fleet", "FleetError", "FleetOptions", "parse_groups"]
+
+T = TypeVar("T")
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+class FleetError(RuntimeError):
+    """The fleet cannot do what was asked (unknown device, bad group list, lost identity)."""
+
+
+def parse_groups(text: str) -> dict[str, int]:
+    """`canary:2,main:18` -> {"canary": 2, "main": 18} (order kept)."""
+    groups: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, count = part.partition(":")
+        if not sep or not name or not count.isdigit():
+            raise FleetError(f"group {part!r} is not NAME:COUNT (e.g. canary:2,main:18)")
+        if name in groups:
+            raise FleetError(f"group {name!r} is named twice")
+        groups[name] = int(count)
+    if not groups:
+        raise FleetError("give at least one group, e.g. canary:2,main:18")
+    return groups
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    hardware_id: str = "mt3620"
+    profile: str = "mt3620"
+    prefix: str = "dev"
+    inference_period_s: float = 0.5
+    health_interval_s: float = 30.0
+    backoff_max_s: float = 5.0  # devices come back quickly after a cut or a hub restart
+    reboot_dead_cores: bool = True  # power returns after a core's power cut (see `_watchdog`)
+    watchdog_interval_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    device_id: str
+    group: str
+    connection_string: str
+    seeds: tuple[int, int]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "device_id": self.device_id,
+                "group": self.group,
+                "connection_string": self.connection_string,
+                "seeds": list(self.seeds),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> DeviceIdentity:
+        data = json.loads(text)
+        seeds = data["seeds"]
+        return cls(
+            data["device_id"], data["group"], data["connection_string"], (seeds[0], seeds[1])
+        )
+
+
+class _FleetDevice(SimulatedDevice):
+    """A simulated device whose HTTP requests to loopback services go through its relay."""
+
+    route: Any = None  # Callable[[str], str], set right after construction
+
+    def restart_core(self, core: str, firmware: Path | None = None) -> Any:
+        # An armed crash point fires once: the core that reboots after it runs normally.
+        self.specs[core].crash_point = None
+        return super().restart_core(core, firmware)
+
+    def _fetcher(self, desired: DesiredService) -> Any:
+        route = self.route
+        fetcher = super()._fetcher(desired)
+        if not isinstance(fetcher, QueryFetcher) or route is None:
+            return fetcher
+        return _RoutedFetcher(desired.url_query, route)
+
+    def _source(self, desired: DesiredService) -> TargetSource:
+        url = desired.targets_url or ""
+        if self.route is None or url.startswith("store:"):
+            return super()._source(desired)
+        return HttpTargetSource(self.route(url), desired.url_query)
+
+
+class _RoutedFetcher(QueryFetcher):
+    def __init__(self, query: str, route: Any) -> None:
+        super().__init__(query)
+        self._route = route
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        return super()._fetch(self._route(url))
+
+
+class Fleet:
+    """N simulated devices provisioned on one hub, in groups, started and stopped together."""
+
+    def __init__(
+        self,
+        hub: BackgroundHub,
+        data_dir: Path,
+        *,
+        image_root: bytes,
+        director_root: bytes,
+        groups: dict[str, int] | None = None,
+        options: FleetOptions | None = None,
+    ) -> None:
+        self.hub = hub
+        self.data_dir = data_dir
+        self.options = options or FleetOptions()
+        self._roots = (image_root, director_root)
+        self.identities = self._identities(groups)
+        self.devices: dict[str, SimulatedDevice] = {}
+        self._relays: dict[str, Relay] = {}
+        self._loop = asyncio.new_event_loop()
+        self._stopping = threading.Event()
+        self._watchdog_thread: threading.Thread | None = None
+        self.core_reboots = 0
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="fleet-net", daemon=True
+        )
+
+    # -- identity ----------------------------------------------------------------------------------
+
+    def _identities(self, groups: dict[str, int] | None) -> dict[str, DeviceIdentity]:
+        """The devices of an earlier run first; new ones provisioned to reach the group counts."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        known: dict[str, DeviceIdentity] = {}
+        for path in sorted(self.data_dir.glob("*/identity.json")):
+            identity = DeviceIdentity.from_json(path.read_text())
+            known[identity.device_id] = identity
+        if groups is None:
+            if not known:
+                raise FleetError(f"no devices in {self.data_dir}: give the groups to create")
+            return known
+        index = len(known)
+        for group, count in groups.items():
+            have = sum(1 for i in known.values() if i.group == group)
+            for _ in range(count - have):
+                index += 1
+                device_id = f"{self.options.prefix}-{index:03d}"
+                while device_id in known:
+                    index += 1
+                    device_id = f"{self.options.prefix}-{index:03d}"
+                known[device_id] = self._provision(device_id, group, index)
+        return known
+
+    def _provision(self, device_id: str, group: str, index: int) -> DeviceIdentity:
+        provisioned = provision_device(self.hub.server.config, device_id)
+        self.hub.call(
+            self.hub.core.update_twin,
+            device_id,
+            {"tags": self.tags(group)},
+            None,
+            replace_all=False,
+        )
+        identity = DeviceIdentity(
+            device_id, group, provisioned.connection_string, (2 * index, 2 * index + 1)
+        )
+        folder = self.data_dir / device_id
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / "identity.json", identity.to_json().encode())
+        return identity
+
+    def tags(self, group: str) -> dict[str, str]:
+        """The twin tags written at provisioning: the group, and what the hardware is (so the
+        registry knows it before the agent's first report)."""
+        return {
+            "group": group,
+            "hardwareId": self.options.hardware_id,
+            "profile": self.options.profile,
+        }
+
+    def group_of(self, device_id: str) -> str:
+        return self._identity(device_id).group
+
+    def members(self, group: str) -> list[str]:
+        return sorted(d for d, i in self.identities.items() if i.group == group)
+
+    def _identity(self, device_id: str) -> DeviceIdentity:
+        try:
+            return self.identities[device_id]
+        except KeyError:
+            raise FleetError(f"no device {device_id!r} in this fleet") from None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
+
+    def _on_loop(self, fn: Any, *args: Any) -> None:
+        """Run `fn(*args)` on the relay loop and wait for it (relay state is the loop's)."""
+
+        async def call() -> None:
+            fn(*args)
+
+        self._run(call())
+
+    def start(self) -> None:
+        # Ctrl-C in a terminal reaches the whole foreground process group: the core processes
+        # must leave it to the host, which stops them in order. Threads and processes started
+        # from here inherit a blocked SIGINT (an agent thread restarting a core passes it on).
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self._start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def _start(self) -> None:
+        if not self._thread.is_alive():
+            self._thread.start()
+        if self.options.reboot_dead_cores and self._watchdog_thread is None:
+            self._stopping.clear()
+            self._watchdog_thread = threading.Thread(
+                target=self._watchdog, name="fleet-watchdog", daemon=True
+            )
+            self._watchdog_thread.start()
+        for device_id in self.identities:
+            if device_id not in self.devices:
+                self.start_device(device_id)
+
+    def start_device(
+        self, device_id: str, crash_points: dict[str, str] | None = None
+    ) -> SimulatedDevice:
+        """Start one device; `crash_points` arms a one-shot crash of a core at a named point of
+        its next swap (firmware.faults.CRASH_POINTS), like a power cut at that instruction."""
+        identity = self._identity(device_id)
+        crash_points = crash_points or {}
+        relay = self._relays.get(device_id)
+        if relay is None:
+            relay = self._relays[device_id] = Relay(self._loop)
+        server = self.hub.server
+        assert server.ca_cert is not None, "the hub must be running"
+        mqtt_port = self._run(relay.port_for("127.0.0.1", server.mqtt_port))
+        device = _FleetDevice(
+            device_id=device_id,
+            hardware_id=self.options.hardware_id,
+            profile=self.options.profile,
+            state_dir=self.data_dir / device_id,
+            image_root=self._roots[0],
+            director_root=self._roots[1],
+            connection=ConnectionString.parse(identity.connection_string),
+            hub_options=HubOptions(
+                ca_file=Path(server.ca_cert),
+                port=mqtt_port,
+                backoff_max_s=self.options.backoff_max_s,
+            ),
+            cores={
+                core: CoreSpec(
+                    inference_period_s=self.options.inference_period_s,
+                    seed=seed,
+                    crash_point=crash_points.get(core),
+                )
+                for core, seed in zip(("m4-0", "m4-1"), identity.seeds, strict=True)
+            },
+            health_interval_s=self.options.health_interval_s,
+        )
+        device.route = lambda url: self._route(relay, url)
+        device.start()
+        self.devices[device_id] = device
+        return device
+
+    def _route(self, relay: Relay, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.hostname not in _LOOPBACK or parts.port is None:
+            return url  # a remote service (Azure): no relay, no cut
+        port = self._run(relay.port_for(parts.hostname, parts.port))
+        return urlunsplit(parts._replace(netloc=f"{parts.hostname}:{port}"))
+
+    def stop_device(self, device_id: str) -> None:
+        device = self.devices.pop(device_id, None)
+        if device is not None:
+            device.stop()
+
+    def _watchdog(self) -> None:
+        """Power comes back after a core's power cut: a dead core process is booted again.
+
+        The board's A7 does it through the agent's own `reboot-core` method, once the agent has
+        no update under way (during one, the update's failure path must see the dead core first;
+        the agent refuses the method with 409 until the run is over)."""
+        while not self._stopping.wait(self.options.watchdog_interval_s):
+            for device in list(self.devices.values()):
+                for core, process in list(device.processes.items()):
+                    if process.alive or self._stopping.is_set():
+                        continue
+                    status, _ = device.agent.on_method(
+                        "reboot-core", json.dumps({"core": core}).encode()
+                    )
+                    if status == 200:
+                        self.core_reboots += 1
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._watchdog_thread is not None:
+            self._watchdog_thread.join(30)
+            self._watchdog_thread = None
+        for device_id in list(self.devices):
+            self.stop_device(device_id)
+        if self._thread.is_alive():
+            for relay in self._relays.values():
+                self._run(relay.close())
+            self._relays.clear()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+
+    def __enter__(self) -> Fleet:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- faults ------------------------------------------------------------------------------------
+
+    def disconnect(self, device_id: str) -> None:
+        """Cut the device's network: open connections drop, new ones are refused."""
+        self._identity(device_id)
+        self._on_loop(self._relays[device_id].set_cut, True)
+
+    def reconnect(self, device_id: str) -> None:
+        self._identity(device_id)
+        self._on_loop(self._relays[device_id].set_cut, False)
+
+    def cut_during_download(self, device_id: str, marker: bytes, after_bytes: int) -> None:
+        """Cut the device's network once `after_bytes` of the response to its next request whose
+        bytes contain `marker` (e.g. b"/targets/") have arrived; `reconnect` restores it."""
+        relay = self._relays[self._identity(device_id).device_id]
+        self._on_loop(setattr, relay, "trip", (marker, after_bytes))
+
+    def is_cut(self, device_id: str) -> bool:
+        relay = self._relays.get(device_id)
+        return relay is not None and relay.cut
+
+    def kill_core(self, device_id: str, core: str) -> int:
+        """A power cut of one core process (SIGKILL); the agent finds out on its next message."""
+        device = self.devices.get(device_id)
+        if device is None:
+            raise FleetError(f"device {device_id!r} is not running")
+        if core not in device.processes:
+            raise FleetError(f"device {device_id!r} has no core {core!r}")
+        return device.kill_core(core)
+
+    def core_pids(self, device_id: str) -> dict[str, int]:
+        device = self.devices[device_id]
+        return {core: process.pid for core, process in device.processes.items()}
