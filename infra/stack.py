@@ -73,12 +73,9 @@ class ServiceHandle(Protocol):
 ServiceFactory = Callable[[Settings, BackgroundHub], ServiceHandle]
 
 
-def default_service_factory() -> ServiceFactory | None:
-    """`service.runtime.ServiceRuntime` over the hub's gateway and feed; None until it exists."""
-    try:
-        from service.runtime import ServiceRuntime
-    except ImportError:
-        return None
+def default_service_factory() -> ServiceFactory:
+    """`service.runtime.ServiceRuntime` over the hub's gateway and feed."""
+    from service.runtime import ServiceRuntime
 
     def build(settings: Settings, hub: BackgroundHub) -> ServiceHandle:
         from infra.telemetry_source import FeedSource
@@ -118,7 +115,7 @@ class Stack:
     def __init__(
         self, options: StackOptions, service_factory: ServiceFactory | bool | None = True
     ) -> None:
-        """`service_factory`: True for the default runtime (when present), False for none (hub,
+        """`service_factory`: True for the default runtime, False for none (hub,
         blob store and fleet only), or a factory of one's own (tests)."""
         self.options = options
         self.data_dir = options.data_dir

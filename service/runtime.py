@@ -311,6 +311,14 @@ class ServiceRuntime:
             engine, dispatcher, interval=self.settings.engine_interval, clock=self.clock
         )
         self._loops.append(loop)
+        # The signed grant in the URLs expires after blob_url_ttl: offers written later must
+        # carry a fresh one (a retried offer gets it; the image metadata is TUF-signed anyway).
+        refresh = self.settings.blob_url_ttl / 2
+        self._loops.append(
+            _Periodic(
+                "url-grant", refresh, lambda: dispatcher.use_config(self._engine_config(blobs))
+            )
+        )
         return engine
 
     def _telemetry_feed(self) -> Any | None:

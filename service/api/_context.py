@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from service.engine import Engine
 from service.hubgateway import HubGateway
+from service.releases import MemberView, ReleasePage, ReleaseView
 from service.storage import Storage
 
 __all__ = ["ApiContext", "ReleasePort", "utc_now"]
@@ -21,8 +22,7 @@ def utc_now() -> datetime:
 
 
 class ReleasePort(Protocol):
-    """The release service the routes call (`service.releases.ReleaseService`). Views are
-    mappings, dataclasses or pydantic models shaped like the contract's release summary."""
+    """The release service the routes call (`service.releases.ReleaseService`)."""
 
     def create_draft(
         self,
@@ -31,7 +31,7 @@ class ReleasePort(Protocol):
         counter: int,
         actor: str,
         description: str = "",
-    ) -> Any: ...
+    ) -> ReleaseView: ...
 
     def add_artifact(
         self,
@@ -40,13 +40,13 @@ class ReleasePort(Protocol):
         chunks: Iterable[bytes],
         metadata: Mapping[str, Any],
         actor: str,
-    ) -> Any: ...
+    ) -> MemberView: ...
 
-    def publish(self, release_id: str, actor: str) -> Any: ...
+    def publish(self, release_id: str, actor: str) -> ReleaseView: ...
 
-    def get(self, release_id: str) -> Any: ...
+    def get(self, release_id: str) -> ReleaseView: ...
 
-    def list(self, after: str | None = None, limit: int = 100) -> Any: ...
+    def list(self, after: str | None = None, limit: int = 100) -> ReleasePage: ...
 
 
 @dataclass

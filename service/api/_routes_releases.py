@@ -15,7 +15,7 @@ from service.api._context import ApiContext, ReleasePort
 from service.api._deps import After, Context, Limit, require
 from service.api._problems import PROBLEM_RESPONSES, ApiProblem, problem_responses
 from service.api._schemas import MemberOut, PageOut, ReleaseIn, ReleaseOut
-from service.api._views import as_mapping, release_out, stored_release_out
+from service.api._views import release_out, stored_release_out
 from service.storage import ApiToken, Role
 
 __all__ = ["CHUNK", "router"]
@@ -39,15 +39,6 @@ def _chunks(stream: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-def _page(view: Any) -> tuple[list[Any], str | None]:
-    if isinstance(view, tuple):
-        return list(view[0]), view[1]
-    if hasattr(view, "items") and not isinstance(view, dict):
-        return list(view.items), getattr(view, "next_after", None)
-    data = as_mapping(view)
-    return list(data["items"]), data.get("next_after")
-
-
 @router.get("", response_model=PageOut[ReleaseOut])
 def list_releases(
     _token: Viewer, context: Context, after: After = None, limit: Limit = 100
@@ -58,8 +49,8 @@ def list_releases(
         return PageOut(
             items=[stored_release_out(r) for r in page.items], next_after=page.next_after
         )
-    items, next_after = _page(context.releases.list(after=after, limit=limit))
-    return PageOut(items=[release_out(v) for v in items], next_after=next_after)
+    views = context.releases.list(after=after, limit=limit)
+    return PageOut(items=[release_out(v) for v in views.items], next_after=views.next_after)
 
 
 @router.get("/{release_id}", response_model=ReleaseOut, responses=problem_responses(404))
@@ -102,7 +93,7 @@ def upload_artifact(
     if not isinstance(sidecar, dict):
         raise ApiProblem(422, "invalid", "metadata must be a JSON object", errors=[_meta("object")])
     view = service.add_artifact(release_id, core, _chunks(file.file), sidecar, token.name)
-    return MemberOut.model_validate(as_mapping(view))
+    return MemberOut.model_validate(view.to_dict())
 
 
 def _meta(msg: str) -> dict[str, Any]:

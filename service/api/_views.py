@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from enum import Enum
 from typing import Any
-
-from pydantic import BaseModel
 
 from service.api._schemas import (
     AuditOut,
@@ -22,6 +18,7 @@ from service.api._schemas import (
     StageOut,
     TokenOut,
 )
+from service.releases import ReleaseView
 from service.storage import (
     ApiToken,
     AuditEntry,
@@ -202,26 +199,8 @@ def token_out(token: ApiToken) -> TokenOut:
     )
 
 
-def as_mapping(view: Any) -> dict[str, Any]:
-    """A release service's view (mapping, dataclass, pydantic model or `to_dict()`) as a dict."""
-    if isinstance(view, BaseModel):
-        return view.model_dump(mode="json")
-    if hasattr(view, "to_dict"):
-        return dict(view.to_dict())
-    if dataclasses.is_dataclass(view) and not isinstance(view, type):
-        return dataclasses.asdict(view)
-    if isinstance(view, Mapping):
-        return dict(view)
-    raise TypeError(f"cannot read a release view of type {type(view).__name__}")
-
-
-def release_out(view: Any) -> ReleaseOut:
-    data = as_mapping(view)
-    status = data.get("status")
-    if isinstance(status, Enum):
-        data["status"] = status.value
-    data["hardware_ids"] = list(data.get("hardware_ids") or [])
-    return ReleaseOut.model_validate(data)
+def release_out(view: ReleaseView) -> ReleaseOut:
+    return ReleaseOut.model_validate(view.to_dict())
 
 
 def stored_release_out(release: Release) -> ReleaseOut:

@@ -51,6 +51,10 @@ class Dispatcher:
         self._config = config
         self._hook = hook
 
+    def use_config(self, config: EngineConfig) -> None:
+        """Write offers from now on with `config`'s URLs (e.g. a fresh signed grant)."""
+        self._config = config
+
     def run_once(self, now: datetime) -> int:
         """Claim a batch, execute it in order, mark what ran. Returns how many were dispatched.
 

@@ -4,8 +4,7 @@ The world: 12 MT3620 devices in group `grp-1` plus 2 STM32MP1 devices outside it
 last seen an hour ago), releases `rel-0`, `rel-1` (the rollout's) and `rel-2` (with a model
 member), and rollout `ro-1` driven through the engine (tests/integration/engine/_world.py) until
 it holds confirmed, in-progress and failed jobs. Telemetry batches for two model versions go
-through the real ingestion worker, and a gate verdict into the telemetry store, when the
-telemetry package provides `build_telemetry` (or exports `telemetry_router`). Expected stage
+through the real ingestion worker, and a gate verdict into the telemetry store. Expected stage
 figures are read back from storage, so the page is checked against what the service holds.
 
 Screenshots go to tests/system/artifacts/ (gitignored).
@@ -120,22 +119,12 @@ def _seed_fleet(storage: Any, now: datetime) -> None:
 
 def _seed_telemetry(storage: Any, now: datetime) -> tuple[Any, list[Any]]:
     """Inference batches for kws v1 and v2 over the last 6 minutes, through the real ingestion
-    worker, and one gate verdict. Returns (store, routers), or (None, []) without telemetry."""
+    worker, and one gate verdict. Returns (store, routers)."""
     from service import telemetry
 
     source = telemetry.MemorySource(2)
-    build = getattr(telemetry, "build_telemetry", None)
-    if build is not None:
-        part = build(storage=storage, source=source, clock=lambda: now)
-        store, workers = part.store, list(part.workers)
-        routers = [part.router] if getattr(part, "router", None) is not None else []
-    elif hasattr(telemetry, "telemetry_router"):
-        store = telemetry.TelemetryStore(storage.engine)
-        groups = telemetry.StorageGroups(storage)
-        workers = [telemetry.IngestWorker(source, store, groups_of=groups, clock=lambda: now)]
-        routers = [telemetry.telemetry_router(store)]
-    else:
-        return None, []
+    part = telemetry.build_telemetry(storage=storage, source=source, clock=lambda: now)
+    store, workers, routers = part.store, list(part.workers), [part.router]
     from device_agent.protocol.telemetry import (
         InferenceRecord,
         TelemetryBatch,
@@ -330,10 +319,9 @@ def test_rollout_detail_shows_per_stage_progress(seeded: Seeded, page: Page) -> 
     assert shown == seeded.stage_counts
     held = {name for row in seeded.stage_counts for name, n in row.items() if n}
     assert {"confirmed", "failed", "in progress"} <= held, seeded.stage_counts
-    if seeded.telemetry:
-        verdict = _row(page, "Gate verdicts", "1").filter(has_text="canary healthy")
-        expect(verdict.get_by_role("term")).to_have_text("confidence-mean:")
-        expect(verdict.get_by_role("definition")).to_have_text("0.9000")
+    verdict = _row(page, "Gate verdicts", "1").filter(has_text="canary healthy")
+    expect(verdict.get_by_role("term")).to_have_text("confidence-mean:")
+    expect(verdict.get_by_role("definition")).to_have_text("0.9000")
     jobs = page.get_by_role("table", name="Device jobs").get_by_role("row")
     expect(jobs).to_have_count(IN_GROUP + 1)  # the header row too
     _shot(page, "rollout")
@@ -350,8 +338,6 @@ def test_device_detail_shows_each_core(seeded: Seeded, page: Page) -> None:
 
 
 def test_telemetry_charts_have_points_for_each_model_version(seeded: Seeded, page: Page) -> None:
-    if not seeded.telemetry:
-        pytest.skip("service.telemetry has no build_telemetry yet: no telemetry routes to read")
     page.goto(seeded.link(seeded.viewer, "/telemetry"))
     expect(page.get_by_role("heading", name="Telemetry")).to_be_visible(timeout=WAIT_MS)
     versions = [f"kws v{version}" for _, version in VERSIONS]

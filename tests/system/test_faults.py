@@ -9,7 +9,6 @@ acknowledged (it is in the hub's feed) counted by the service once.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,27 +19,10 @@ import pytest
 from device_agent.protocol import TelemetryError, decode_batch
 from infra.fleet import Fleet, FleetOptions
 from infra.hub import TelemetryFeed
-from infra.stack import Stack, StackOptions, default_service_factory
+from infra.stack import Stack, StackOptions
 from infra.telemetry_source import source_event
 from service.cli._demo_fleet import Api, DemoFailed, prepare, stage, start_rollout, watch
-from service.engine import EngineConfig
 from tests.agent_world import wait_for
-
-
-def _engine_signs_device_urls() -> bool:
-    """The engine hands devices signed blob URLs (the runtime passes `EngineConfig.query`)."""
-    return "query" in {f.name for f in dataclasses.fields(EngineConfig)}
-
-
-pytestmark = [
-    pytest.mark.skipif(
-        default_service_factory() is None, reason="service.runtime is not available"
-    ),
-    pytest.mark.skipif(
-        not _engine_signs_device_urls(),
-        reason="blocked: EngineConfig has no `query`, so devices get unsigned blob URLs (403)",
-    ),
-]
 
 GROUP = {"main": 4}
 TIMEOUT = 180.0

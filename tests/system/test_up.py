@@ -21,7 +21,7 @@ from azure.iot.hub import IoTHubRegistryManager
 
 from infra.fleet import FleetError, FleetOptions
 from infra.hub import BackgroundHub, HubConfigError
-from infra.stack import Stack, StackError, StackOptions, default_service_factory
+from infra.stack import Stack, StackError, StackOptions
 from service.cli.up import groups_for
 from service.config import Settings
 from tests.agent_world import wait_for
@@ -88,8 +88,7 @@ def test_up_starts_stops_on_ctrl_c_and_restarts_on_the_same_data(
     for label in ("hub MQTT", "hub service connection string", "blob store", "devices"):
         assert label in first.output, first.output
     assert "canary: 1, main: 2" in first.output
-    if default_service_factory() is not None:
-        assert re.search(r"dashboard\s+│ http://127\.0\.0\.1:\d+/\?token=\S+", first.output)
+    assert re.search(r"dashboard\s+│ http://127\.0\.0\.1:\d+/\?token=\S+", first.output)
 
     hub = json.loads((data / "hub" / "hub.json").read_text())
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", hub["ca_cert"])
@@ -105,15 +104,14 @@ def test_up_starts_stops_on_ctrl_c_and_restarts_on_the_same_data(
         "dev-003": "main",
     }
     ports = json.loads((data / "stack.json").read_text())["ports"]
-    service = default_service_factory() is not None
-    if service:  # the service's registry is filled now, and must survive the restart
-        token = (data / "service" / "admin-token").read_text().strip()
-        api = httpx.Client(
-            base_url=f"http://127.0.0.1:{ports['api']}/api/v1",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
-        )
-        assert api.post("/devices/sync").json()["synced"] == 3
+    # the service's registry is filled now, and must survive the restart
+    token = (data / "service" / "admin-token").read_text().strip()
+    api = httpx.Client(
+        base_url=f"http://127.0.0.1:{ports['api']}/api/v1",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert api.post("/devices/sync").json()["synced"] == 3
 
     assert first.interrupt() == 0, first.output
     assert "stopped" in first.output
@@ -130,10 +128,9 @@ def test_up_starts_stops_on_ctrl_c_and_restarts_on_the_same_data(
     for device_id in devices:
         wait_for(lambda d=device_id: _connected(registry, d), 90, f"{device_id} back")
     assert sorted(p.parent.name for p in (data / "fleet").glob("*/identity.json")) == devices
-    if service:
-        devices_after = api.get("/devices").json()["items"]  # no sync: what the database kept
-        assert sorted(d["id"] for d in devices_after) == devices
-        api.close()
+    devices_after = api.get("/devices").json()["items"]  # no sync: what the database kept
+    assert sorted(d["id"] for d in devices_after) == devices
+    api.close()
     assert second.interrupt() == 0, second.output
     assert not re.search(r"Traceback|KeyboardInterrupt", second.output), second.output
 

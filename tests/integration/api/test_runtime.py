@@ -19,7 +19,6 @@ import httpx
 import pytest
 
 from device_agent.protocol import COMPONENT
-from service.api._views import as_mapping
 from service.blobs import AzureBlobStore
 from service.config import Settings
 from service.hubgateway import MemoryHubGateway
@@ -180,7 +179,7 @@ def test_repositories_made_by_repo_init_are_adopted(tmp_path: Path) -> None:
         releases.create_draft("r1", ["mt3620"], 1, "alice")
         data, sidecar = prebuilt("kws-v2.0.0")
         releases.add_artifact("r1", "m4-0", iter([data]), sidecar, "alice")
-        assert as_mapping(releases.publish("r1", "alice"))["status"] == "published"
+        assert releases.publish("r1", "alice").status == "published"
     finally:
         service.stop()
 
