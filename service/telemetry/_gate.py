@@ -23,10 +23,10 @@ from typing import Any
 
 from service.domain.gates import GatePolicy, GateVerdict, Outcome
 from service.domain.rollout_events import GateResult, Verdict
-from service.domain.rollups import CohortRollup
+from service.domain.rollups import CohortRollup, merge_all
 from service.domain.spec import FailureAction
 from service.storage import MAX_PAGE, Rollout, Storage
-from service.telemetry._pairs import PairedVerdict, SlotPair, judge_pairs, pair_slots
+from service.telemetry._pairs import PairedVerdict, RollupRow, SlotPair, judge_pairs, pair_slots
 from service.telemetry._store import TelemetryStore
 
 __all__ = ["StorageGroups", "TelemetryGate", "gate_policy", "verdict_numbers"]
@@ -88,10 +88,10 @@ class TelemetryGate:
         )
         return canary, control
 
-    def pairs(
-        self, rollout: Rollout, since: datetime, until: datetime | None = None
-    ) -> list[SlotPair]:
-        """The canary and control cohorts per model slot (see `_pairs.py`)."""
+    def _rows(
+        self, rollout: Rollout, since: datetime, until: datetime | None
+    ) -> tuple[Sequence[RollupRow], Sequence[RollupRow]]:
+        """The stored rollup rows of the canary and the control in the window."""
         canary = self._store.rollup_rows(
             group_id=rollout.group_id, release_id=rollout.release_id, since=since, until=until
         )
@@ -105,7 +105,13 @@ class TelemetryGate:
             if rollout.previous_release_id
             else []
         )
-        return pair_slots(canary, control)
+        return canary, control
+
+    def pairs(
+        self, rollout: Rollout, since: datetime, until: datetime | None = None
+    ) -> list[SlotPair]:
+        """The canary and control cohorts per model slot (see `_pairs.py`)."""
+        return pair_slots(*self._rows(rollout, since, until))
 
     def evaluate(self, rollout: Rollout, stage: int, now: datetime) -> GateResult | None:
         """None when the rollout has no gate or the stage has not started."""
@@ -115,8 +121,11 @@ class TelemetryGate:
         started = self._window_start(rollout, stage)
         if started is None:
             return None
-        pairs = self.pairs(rollout, started)
-        pooled = None if pairs else self.cohorts(rollout, started)
+        canary, control = self._rows(rollout, started, None)
+        pairs = pair_slots(canary, control)
+        pooled = (
+            None if pairs else (merge_all(r for _, r in canary), merge_all(r for _, r in control))
+        )
         verdict = judge_pairs(policy, pairs, pooled=pooled)
         self._record(rollout.id, stage, verdict, now)
         brief, key_numbers = verdict.summary()

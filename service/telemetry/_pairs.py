@@ -3,15 +3,17 @@
 A cohort's stored rollups are split into model slots: one per (core, model id) that reported
 inferences, over all of that model's versions (the canary runs the new version, the control the
 old one). Each slot also gets its core's events (rows with that core and model id "") and the
-device-level events (core ""), so the device rates (error, revert, crash) are judged per slot
-too. A canary slot is paired with the control slot of the same (core, model id); a canary slot
-without one (a model id new on that core) is paired with an empty control, which WAITs: there is
-no old model to compare it with. Control-only slots (a model the new release dropped) are not
-judged.
+device-level events (core ""; their flagged devices only), so the device rates (error, revert,
+crash) are judged per slot too. A canary core with events but no inferences (a model that fails
+before its first result) is a slot of model id "" judged on the device rates alone. A canary slot
+is paired with the control slot of the same (core, model id); a canary slot without one (a model
+id new on that core) is paired with an empty control, which WAITs: there is no old model to
+compare it with. Control-only slots (a model the new release dropped) are not judged.
 
 `judge_pairs` calls `evaluate_gate` once per pair with the policy's alpha split evenly across
 the k judged pairs (Bonferroni), and combines: FAIL if any pair FAILs, else WAIT if any pair
-WAITs or no pair has canary data, else PASS.
+WAITs, else PASS. With no pair, the pooled cohorts decide (a WAIT for samples, unless the device
+rates alone FAIL), so that the verdict keeps its shape.
 
 Invariants:
 - Pure: no I/O, no clock; the same rows and policy always give the same verdict.
@@ -43,6 +45,7 @@ from service.domain.rollups import CohortRollup, merge_all
 __all__ = [
     "SUMMARY_MAX",
     "PairedVerdict",
+    "RollupRow",
     "Slot",
     "SlotPair",
     "judge_pairs",
@@ -190,7 +193,7 @@ class PairedVerdict:
     @property
     def reasons(self) -> tuple[str, ...]:
         if self.pooled is not None:
-            return tuple(f"every model {line}" for line in self.pooled.reasons)
+            return tuple(f"all cores {line}" for line in self.pooled.reasons)
         return tuple(
             f"{pair.slot.label} {line}"
             for pair, verdict in self.pairs
@@ -272,18 +275,26 @@ class PairedVerdict:
         engine writes both into bounded reason columns)."""
         _, decisive = self.decisive
         if self.outcome is Outcome.FAIL:
+            judged = (
+                [(p.slot.label, v) for p, v in self.pairs]
+                if self.pooled is None
+                else [("all cores", self.pooled)]
+            )
             parts = []
-            for p, v in sorted(self.pairs, key=lambda pv: -_worst_ratio(pv[1])):
+            for label, v in sorted(judged, key=lambda lv: -_worst_ratio(lv[1])):
                 failed = _failed(v)
                 if failed:
                     listed = "; ".join(
                         f"{m.metric.value} {m.effect:.3g} > {m.limit:g}" for m in failed
                     )
-                    parts.append(f"{p.slot.label}: {listed}")
-            text = " | ".join(parts) or "; ".join(self.reasons)
+                    parts.append(f"{label}: {listed}")
+            text = " | ".join(parts)
             numbers = {f"{m.metric.value}.p": m.p_adjusted for m in _failed(decisive)[:3]}
         elif self.outcome is Outcome.WAIT:
             text, numbers = self._waiting()
+        elif self.pooled is not None:
+            text = "no model reported; device rates within their limits"
+            numbers = {"canary_inferences": 0.0}
         else:
             text = f"every model within its limits ({len(self.pairs)} judged)"
             numbers = {"canary_inferences": self._totals()["canary_inferences"]}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from device_agent.protocol.telemetry import InferenceRecord, TelemetryBatch
+from device_agent.protocol.telemetry import EventRecord, InferenceRecord, TelemetryBatch
 from service.domain.gates import Outcome, evaluate_gate
 from service.domain.rollout_events import Verdict
 from service.domain.spec import FailureAction
@@ -41,7 +41,12 @@ VERSIONS = {"rel-1": "1.0.0", "rel-2": "2.0.0"}
 
 
 def batch(
-    fleet: Fleet, device: str, release: str, models: tuple[Model, ...], rng: random.Random
+    fleet: Fleet,
+    device: str,
+    release: str,
+    models: tuple[Model, ...],
+    rng: random.Random,
+    events: tuple[EventRecord, ...] = (),
 ) -> TelemetryBatch:
     rows = []
     for model in models:
@@ -62,7 +67,7 @@ def batch(
             )
     seq = fleet.seq.get(device, 0)
     fleet.seq[device] = seq + 1
-    return TelemetryBatch(device, seq, release, tuple(rows))
+    return TelemetryBatch(device, seq, release, tuple(rows), (), events)
 
 
 def ingest(
@@ -72,6 +77,7 @@ def ingest(
     *,
     devices: int = 20,
     batches: int = 5,
+    canary_events: tuple[EventRecord, ...] = (),
 ) -> None:
     """Even devices run rel-2 (the canary's models), odd ones rel-1; 1000 rows per model and
     cohort with the defaults."""
@@ -82,7 +88,8 @@ def ingest(
         for d in range(devices):
             new = d % 2 == 0
             models = canary if new else control
-            fleet.send(batch(fleet, f"dev-{d}", "rel-2" if new else "rel-1", models, rng))
+            release, events = ("rel-2", canary_events) if new else ("rel-1", ())
+            fleet.send(batch(fleet, f"dev-{d}", release, models, rng, events if b == 0 else ()))
     members = {f"dev-{d}": ("grp-berlin",) for d in range(devices)}
     worker = IngestWorker(fleet.source, db.store, groups_of=lambda dev: members.get(dev, ()))
     while worker.run_once().received:
@@ -164,7 +171,8 @@ def test_equal_models_pass(db: Db) -> None:
     ro = setup_rollout(db)
     ingest(db, (KWS, VIBRATION))
     result = TelemetryGate(db.store, db.storage).evaluate(ro, 0, NOW)  # type: ignore[arg-type]
-    assert result is not None and result.verdict is Verdict.PASS, result.reason
+    assert result is not None
+    assert result.verdict is Verdict.PASS, result.reason
     assert result.reason == "every model within its limits (2 judged)"
     assert result.action is None
 
@@ -189,3 +197,16 @@ def test_a_model_new_on_its_core_waits_for_a_baseline(db: Db) -> None:
     [stored] = db.store.verdicts("ro-1")
     assert [p["model_id"] for p in stored["metrics"]["pairs"]] == ["kws", "gesture"]
     assert "m4-1/gesture" in stored["reason"] and "control: 0 of 500" in stored["reason"]
+
+
+def test_reverts_on_one_core_count_against_that_core_s_model(db: Db) -> None:
+    ro = setup_rollout(db)
+    revert = EventRecord(T0_MS, "revert", "m4-1", None, 1, "selftest failed")
+    ingest(db, (KWS, VIBRATION), canary_events=(revert,))
+    result = TelemetryGate(db.store, db.storage).evaluate(ro, 0, NOW)  # type: ignore[arg-type]
+    assert result is not None and result.verdict is Verdict.FAIL, result
+    assert result.reason == "m4-1/vibration: revert-rate 1 > 0.05"
+    [stored] = db.store.verdicts("ro-1")
+    pairs = {p["model_id"]: p["verdict"] for p in stored["metrics"]["pairs"]}
+    kws_reverts = {m["metric"]: m for m in pairs["kws"]["metrics"]}["revert-rate"]
+    assert kws_reverts["canary"] == 0.0 and pairs["kws"]["outcome"] == "pass"
