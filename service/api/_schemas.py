@@ -273,6 +273,10 @@ class RolloutOut(BaseModel):
     spec: dict[str, Any]
     stages: list[StageOut]
     totals: dict[str, int]
+    rollback: dict[str, int] = Field(
+        default_factory=dict,
+        description="job counts by state of the rollback to previous_release_id (all stages)",
+    )
     gate: GateOut | None
 
 

@@ -126,9 +126,12 @@ def rollout_out(uow: UnitOfWork, record: Rollout) -> RolloutOut:
     spec = dict(record.spec)
     current = int(data.get("stage", 0) or 0)
     stored: dict[int, RolloutStage] = {s.index: s for s in uow.rollouts.stages(record.id)}
+    # Stage figures count the forward release's jobs; a rollback's jobs (the previous release,
+    # for the same devices) are counted apart, or each device would count twice.
     by_stage: dict[int, dict[str, int]] = {}
-    for (_release, index), counts in uow.jobs.figures(record.id).items():
-        merged = by_stage.setdefault(index, {})
+    rollback: dict[str, int] = {}
+    for (release, index), counts in uow.jobs.figures(record.id).items():
+        merged = by_stage.setdefault(index, {}) if release == record.release_id else rollback
         for state, n in counts.items():
             merged[state] = merged.get(state, 0) + n
     stages = []
@@ -173,6 +176,7 @@ def rollout_out(uow: UnitOfWork, record: Rollout) -> RolloutOut:
         spec=spec,
         stages=stages,
         totals=totals,
+        rollback=dict(sorted(rollback.items())),
         gate=gate_out,
     )
 

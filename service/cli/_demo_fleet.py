@@ -299,6 +299,13 @@ def _table(rollout: Mapping[str, Any]) -> Table:
             str(stage["name"]), str(stage["state"]), str(stage.get("planned", "")),
             str(done), str(flight), str(bad),
         )  # fmt: skip
+    back: Mapping[str, int] = rollout.get("rollback") or {}
+    if back:
+        done = back.get("confirmed", 0)
+        bad = sum(back.get(s, 0) for s in ("reverted", "failed", "rejected", "timed_out"))
+        flight = sum(back.values()) - done - bad - back.get("cancelled", 0)
+        target = f"→ {rollout.get('previous_release_id')}"
+        table.add_row("rollback", target, str(sum(back.values())), str(done), str(flight), str(bad))
     return table
 
 
@@ -312,6 +319,8 @@ def watch(api: Api, rollout_id: str, timeout: float, *, quiet: bool = False) -> 
             time.sleep(0.5)
             rollout = api.call("GET", f"/rollouts/{rollout_id}")
             live.update(_table(rollout))
+    if not quiet:
+        console.line()  # what follows starts below the last frame, piped or not
     return rollout
 
 

@@ -222,3 +222,8 @@ def test_operator_rollback_returns_devices_to_the_previous_release(session: Sess
     assert api.get("/rollouts/ro-1").json()["state"] == "rolled_back"
     jobs = api.get("/rollouts/ro-1/jobs", params={"limit": 1000}).json()["items"]
     assert {j["release_id"] for j in jobs} == {"rel-1", "rel-0"}
+    rolled = api.get("/rollouts/ro-1").json()
+    forward = sum(sum(s["counts"].values()) for s in rolled["stages"])
+    assert forward == len(ids)  # each device counted once in the stages
+    assert sum(rolled["rollback"].values()) == len([j for j in jobs if j["release_id"] == "rel-0"])
+    assert rolled["rollback"].get("confirmed", 0) > 0
