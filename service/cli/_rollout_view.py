@@ -113,7 +113,18 @@ def render(rollout: Mapping[str, Any]) -> RenderableType:
         f"{totals['pending']} pending, {totals['failed']} failed",
         style="dim",
     )
-    return Group(headline(rollout), stages_table(rollout), summary, *gate_lines(rollout))
+    back = rollout.get("rollback") or {}
+    lines: list[RenderableType] = [headline(rollout), stages_table(rollout), summary]
+    if back:
+        b = tally(back)
+        lines.append(
+            Text(
+                f"rollback to {rollout.get('previous_release_id')}: {b['confirmed']} confirmed, "
+                f"{b['in_progress']} in progress, {b['pending']} pending, {b['failed']} failed",
+                style="red",
+            )
+        )
+    return Group(*lines, *gate_lines(rollout))
 
 
 def snapshot(rollout: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,6 +135,7 @@ def snapshot(rollout: Mapping[str, Any]) -> dict[str, Any]:
         "stage": rollout.get("stage"),
         "reason": rollout.get("reason"),
         "totals": tally(rollout.get("totals") or {}),
+        "rollback": tally(rollout.get("rollback") or {}),
         "stages": [
             {
                 "name": s.get("name"),
