@@ -19,23 +19,12 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from service.domain.gates import GatePolicy
 from service.domain.jobs import Job, JobState, workflow_id
 from service.domain.planner import OfferLedger, StagePlan, stage_hash
 from service.domain.rollout import Rollout, RolloutState
 from service.domain.rollout_events import Verdict
-from service.domain.spec import (
-    Advance,
-    FailureAction,
-    FailurePolicy,
-    IncreaseOn,
-    RatePolicy,
-    RetryPolicy,
-    RolloutSpec,
-    Stage,
-    SuccessPolicy,
-)
-from service.domain.windows import MaintenanceWindow
+from service.domain.spec import RolloutSpec
+from service.engine._document import spec_from_document, spec_to_document
 from service.storage import DeviceJob
 from service.storage import Rollout as RolloutRecord
 
@@ -49,10 +38,6 @@ __all__ = [
 ]
 
 
-def _seconds(value: timedelta) -> float:
-    return value.total_seconds()
-
-
 def _time(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
@@ -62,86 +47,34 @@ def _parse_time(value: object) -> datetime | None:
 
 
 def spec_to_json(spec: RolloutSpec) -> dict[str, Any]:
+    """The stored spec: the public document (`POST /rollouts` body, so the API returns what it
+    takes) plus the group's `production` flag and the windows' `time_zone`.
+
+    Raises:
+        ValueError: the windows are in different zones (a document has one; the API never
+            builds such a spec).
+    """
+    zones = {w.zone.key for w in spec.windows}
+    if len(zones) > 1:
+        raise ValueError(f"a stored spec keeps one time zone for its windows, got {sorted(zones)}")
     return {
-        "rollout_id": spec.rollout_id,
-        "release_id": spec.release_id,
-        "group_id": spec.group_id,
-        "previous_release_id": spec.previous_release_id,
+        **spec_to_document(spec),
         "production": spec.production,
-        "stages": [
-            {"name": s.name, "soak_s": _seconds(s.soak), "percent": s.percent, "count": s.count}
-            for s in spec.stages
-        ],
-        "success": {
-            "threshold_percent": spec.success.threshold_percent,
-            "advance": spec.success.advance.value,
-            "require_gate": spec.success.require_gate,
-        },
-        "failure": {
-            "threshold_percent": spec.failure.threshold_percent,
-            "min_devices": spec.failure.min_devices,
-            "action": spec.failure.action.value,
-        },
-        "retry": {
-            "in_progress_timeout_s": _seconds(spec.retry.in_progress_timeout),
-            "confirm_grace_s": _seconds(spec.retry.confirm_grace),
-            "max_retries": spec.retry.max_retries,
-            "backoff_base_s": _seconds(spec.retry.backoff_base),
-            "backoff_cap_s": _seconds(spec.retry.backoff_cap),
-        },
-        "rate": {
-            "base_per_minute": spec.rate.base_per_minute,
-            "factor": spec.rate.factor,
-            "every": spec.rate.every,
-            "increase_on": spec.rate.increase_on.value,
-            "max_per_minute": spec.rate.max_per_minute,
-        },
-        "start_at": _time(spec.start_at),
-        "windows": [
-            {"cron": w.cron.text, "duration_s": _seconds(w.duration), "zone": w.zone.key}
-            for w in spec.windows
-        ],
-        # The telemetry helper reads the gate policy from here (GatePolicy.to_dict()).
-        "gate": spec.gate.to_dict() if spec.gate is not None else None,
+        "time_zone": zones.pop() if zones else "UTC",
     }
 
 
 def spec_from_json(data: Mapping[str, Any]) -> RolloutSpec:
-    """Raises SpecError (a stored spec that no longer validates) or KeyError (not a spec)."""
-    s, f, r, rate = data["success"], data["failure"], data["retry"], data["rate"]
-    return RolloutSpec(
-        rollout_id=data["rollout_id"],
-        release_id=data["release_id"],
-        group_id=data["group_id"],
-        previous_release_id=data["previous_release_id"],
-        production=bool(data["production"]),
-        stages=tuple(
-            Stage(st["name"], timedelta(seconds=st["soak_s"]), st["percent"], st["count"])
-            for st in data["stages"]
-        ),
-        success=SuccessPolicy(s["threshold_percent"], Advance(s["advance"]), s["require_gate"]),
-        failure=FailurePolicy(f["threshold_percent"], f["min_devices"], FailureAction(f["action"])),
-        retry=RetryPolicy(
-            timedelta(seconds=r["in_progress_timeout_s"]),
-            timedelta(seconds=r["confirm_grace_s"]),
-            r["max_retries"],
-            timedelta(seconds=r["backoff_base_s"]),
-            timedelta(seconds=r["backoff_cap_s"]),
-        ),
-        rate=RatePolicy(
-            rate["base_per_minute"],
-            rate["factor"],
-            rate["every"],
-            IncreaseOn(rate["increase_on"]),
-            rate["max_per_minute"],
-        ),
-        start_at=_parse_time(data["start_at"]),
-        windows=tuple(
-            MaintenanceWindow.parse(w["cron"], timedelta(seconds=w["duration_s"]), w["zone"])
-            for w in data["windows"]
-        ),
-        gate=GatePolicy.from_dict(data["gate"]) if data.get("gate") is not None else None,
+    """Raises SpecError (a stored spec that no longer validates)."""
+    document = {k: v for k, v in data.items() if k not in _STORED_ONLY}
+    return spec_from_document(
+        document,
+        time_zone=str(data.get("time_zone") or "UTC"),
+        production=bool(data.get("production")),
     )
+
+
+_STORED_ONLY = frozenset({"production", "time_zone"})
 
 
 def rollout_to_record(

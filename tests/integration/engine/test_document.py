@@ -3,6 +3,7 @@ a SpecError naming the document field for every kind of bad input."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -74,7 +75,31 @@ def test_the_stored_spec_keeps_the_gate_under_its_key() -> None:
     stored = spec_to_json(spec)
     assert spec.gate is not None and stored["gate"] == spec.gate.to_dict()
     assert spec_from_json(stored) == spec
-    assert spec_from_json({**spec_to_json(full_spec()), "gate": None}).gate is None
+    stored = spec_to_json(full_spec())
+    ungated = {**stored, "gate": None, "success": {**stored["success"], "require_gate": False}}
+    assert spec_from_json(ungated).gate is None
+    assert stored["time_zone"] == "Europe/Berlin" and stored["production"] is spec.production
+
+
+def test_the_stored_spec_is_the_public_document() -> None:
+    """`GET /rollouts/{id}` returns the stored spec: the shape `POST /rollouts` takes."""
+    spec = full_spec()
+    stored = spec_to_json(spec)
+    document = {k: v for k, v in stored.items() if k not in ("production", "time_zone")}
+    assert document == spec_to_document(spec)
+    assert (
+        spec_from_document(document, time_zone="Europe/Berlin", production=spec.production) == spec
+    )
+
+
+def test_windows_in_two_zones_cannot_be_stored() -> None:
+    spec = full_spec()
+    two = replace(
+        spec,
+        windows=(*spec.windows, MaintenanceWindow.parse("0 3 * * *", timedelta(hours=1), "UTC")),
+    )
+    with pytest.raises(ValueError, match="one time zone"):
+        spec_to_json(two)
 
 
 def test_defaults_and_overrides() -> None:
