@@ -222,6 +222,7 @@ class Stack:
         if self.blob_server is not None:
             values["blob_url"] = f"file://{self.data_dir / 'service' / 'blobs'}"
             values["blob_public_url"] = self.blob_server.url
+            values["blob_serve"] = False  # the stack's server, which outlives service restarts
             values["blob_signing_key"] = self._secret("blob-signing").decode()
         else:
             values["blob_url"] = "azure://tinyfleet"

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
         default="", description="base URL devices fetch blobs from (filesystem store's server)"
     )
     blob_signing_key: SecretStr | None = None  # HMAC key of filesystem signed URLs
+    # Serve the filesystem store over HTTP from the service; off when another process serves it
+    # at blob_public_url with the same signing key (`tinyfleet up` keeps it up across restarts).
+    blob_serve: bool = True
     blob_url_ttl: timedelta = Field(
         default=timedelta(hours=24), ge=timedelta(minutes=1), le=timedelta(days=7)
     )

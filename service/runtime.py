@@ -44,6 +44,7 @@ from service.blobs import (
     BlobServer,
     BlobStore,
     FilesystemBlobStore,
+    UrlSigner,
 )
 from service.config import Settings
 from service.engine import (
@@ -229,6 +230,11 @@ class ServiceRuntime:
                 AzureBlobStore.from_connection_string(secret, container),
                 AzureBlobStore.from_connection_string(secret, f"{container}-drafts"),
             )
+        if not s.blob_serve:
+            if not s.blob_public_url:
+                raise ValueError("blob_serve off needs blob_public_url (where the store is served)")
+            store = FilesystemBlobStore(s.blob_dir, UrlSigner(self._blob_key(), s.blob_public_url))
+            return store, store
         server = BlobServer(self._blob_key(), host=s.api_host, port=0)
         self._blob_server = server
         signer = server.signer(s.blob_public_url or None)
@@ -406,7 +412,11 @@ class ServiceRuntime:
             loop.start()
         self.addresses = Addresses(
             api_url=api_url,
-            blob_url=self._blob_server.url if self._blob_server is not None else None,
+            blob_url=(
+                self._blob_server.url
+                if self._blob_server is not None
+                else self.settings.blob_public_url or None
+            ),
             admin_token_file=self.settings.data_dir / ADMIN_TOKEN_FILE,
             admin_token=secret,
             admin_token_created=created,

@@ -212,3 +212,33 @@ def test_azure_blob_store_keeps_drafts_out_of_the_repository_container(
         assert not [p for p in service.blobs.list("") if not p.startswith("repo/")]
     finally:
         service.stop()
+
+
+def test_blobs_served_by_another_process_are_signed_for_it(tmp_path: Path) -> None:
+    """`blob_serve` off: the runtime starts no blob server of its own and signs URLs for the one
+    at `blob_public_url` (the stack's, which outlives service restarts)."""
+    from service.blobs import BlobServer, FilesystemBlobStore
+
+    key = b"k" * 32
+    outside = BlobServer(key, port=0)
+    outside.start(FilesystemBlobStore(tmp_path / "data" / "blobs", outside.signer()))
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        api_port=0,
+        blob_serve=False,
+        blob_public_url=outside.url,
+        blob_signing_key=key.decode(),
+    )
+    service = ServiceRuntime(settings, hub=MemoryHubGateway())
+    try:
+        addresses = service.start()
+        assert addresses.blob_url == outside.url
+        assert service.blobs is not None
+        urls = publication_urls(service.blobs, timedelta(minutes=5))
+        assert urls.image_url.startswith(outside.url)
+        root = httpx.get(f"{urls.image_url}1.root.json?{urls.query}")
+        assert root.status_code == 200 and json.loads(root.content)["signed"]["_type"] == "root"
+        assert httpx.get(f"{urls.image_url}1.root.json").status_code == 403
+    finally:
+        service.stop()
+        outside.stop()
