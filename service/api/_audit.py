@@ -8,7 +8,7 @@ from typing import Any
 from service.api._context import ApiContext
 from service.storage import ApiToken, UnitOfWork
 
-__all__ = ["record", "record_now"]
+__all__ = ["record"]
 
 
 def record(
@@ -28,14 +28,3 @@ def record(
         details=dict(details or {}),
     )
 
-
-def record_now(
-    context: ApiContext,
-    token: ApiToken,
-    action: str,
-    subject: str,
-    details: Mapping[str, Any] | None = None,
-) -> None:
-    """Append in a unit of its own, for changes another component committed (engine, releases)."""
-    with context.storage.begin() as uow:
-        record(uow, context, token, action, subject, details)

@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from service.api._audit import record_now
 from service.api._context import ApiContext
 from service.api._deps import After, Context, Limit, require
 from service.api._problems import PROBLEM_RESPONSES, ApiProblem, problem_responses
@@ -23,7 +22,7 @@ from service.domain.rollout_events import (
     RolloutEvent,
     Start,
 )
-from service.engine import Engine
+from service.engine import AuditNote, Engine
 from service.storage import ApiToken, Role
 
 __all__ = ["router"]
@@ -72,14 +71,10 @@ def create_rollout(body: RolloutIn, token: Operator, context: Context) -> Rollou
         group = uow.groups.get(body.group_id)
         uow.releases.get(body.release_id)
     spec = spec_from_body(body, production=group.production, time_zone=group.time_zone)
-    jobs = engine.create_rollout(spec, context.clock(), created_by=token.name)
-    record_now(
-        context,
-        token,
-        "rollout.create",
-        body.id,
-        {"release_id": body.release_id, "group_id": body.group_id, "jobs": jobs},
+    note = AuditNote(
+        token.name, "rollout.create", {"release_id": body.release_id, "group_id": body.group_id}
     )
+    engine.create_rollout(spec, context.clock(), created_by=token.name, audit=note)
     return _read(context, body.id)
 
 
@@ -124,12 +119,6 @@ def command_rollout(
     engine = _engine(context)
     with context.storage.begin(readonly=True) as uow:
         uow.rollouts.get(rollout_id)
-    decision = engine.command(rollout_id, _event(body, token.name), context.clock())
-    record_now(
-        context,
-        token,
-        f"rollout.{body.command}",
-        rollout_id,
-        {"reason": body.reason, "state": decision.rollout.state.value},
-    )
+    note = AuditNote(token.name, f"rollout.{body.command}", {"reason": body.reason})
+    engine.command(rollout_id, _event(body, token.name), context.clock(), audit=note)
     return _read(context, rollout_id)

@@ -25,7 +25,7 @@ from __future__ import annotations
 from service.engine._config import EngineConfig
 from service.engine._dispatcher import Dispatcher
 from service.engine._document import spec_from_document, spec_to_document
-from service.engine._engine import Engine, Hook, TickReport
+from service.engine._engine import AuditNote, Engine, Hook, TickReport
 from service.engine._errors import DispatchError, EngineError, NotLeaderError, UnsupportedError
 from service.engine._loop import EngineLoop
 from service.engine._ports import (
@@ -40,6 +40,7 @@ from service.engine._ports import (
 )
 
 __all__ = [
+    "AuditNote",
     "DirectorPort",
     "DispatchError",
     "Dispatcher",

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -84,7 +84,7 @@ from service.storage import (
 )
 from service.storage import Rollout as RolloutRecord
 
-__all__ = ["Engine", "Hook", "TickReport"]
+__all__ = ["AuditNote", "Engine", "Hook", "TickReport"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,22 @@ _IDLE = frozenset({R.DRAFT.value, R.ROLLED_BACK.value})
 _LIVE_JOB_STATES = sorted(s.value for s in ACTIVE_STATES)
 _GATED = frozenset({R.RUNNING, R.SOAKING, R.WAITING_WINDOW, R.AWAITING_APPROVAL})
 _NO_JOINERS = frozenset({R.ABORTED, R.ROLLING_BACK, R.ROLLED_BACK})
+
+
+@dataclass(frozen=True)
+class AuditNote:
+    """An audit entry the engine appends in the unit of work of the change it records, so a
+    rollout never changes without its entry (nor gets an entry for a change that rolled back)."""
+
+    actor: str
+    action: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def append(self, uow: UnitOfWork, now: datetime, subject: str, **more: Any) -> None:
+        details = {**self.details, **more}
+        uow.audit.append(
+            at=now, actor=self.actor, action=self.action, subject=subject, details=details
+        )
 
 
 @dataclass(frozen=True)
@@ -140,7 +156,14 @@ class Engine:
 
     # -- creating and commanding rollouts ---------------------------------------------------
 
-    def create_rollout(self, spec: RolloutSpec, now: datetime, created_by: str = "engine") -> int:
+    def create_rollout(
+        self,
+        spec: RolloutSpec,
+        now: datetime,
+        created_by: str = "engine",
+        *,
+        audit: AuditNote | None = None,
+    ) -> int:
         """Plan the group's current members into stages and store the rollout (DRAFT) with one
         PENDING job per member, in one unit (bulk inserts). Returns the number of jobs.
 
@@ -171,7 +194,7 @@ class Engine:
             )
             uow.rollouts.create(rollout_to_record(Rollout(spec), plan, base, now, epoch=0))
             bounds = plan.bounds
-            return uow.jobs.plan(
+            jobs = uow.jobs.plan(
                 spec.rollout_id,
                 spec.release_id,
                 (
@@ -180,8 +203,18 @@ class Engine:
                 ),
                 now,
             )
+            if audit is not None:
+                audit.append(uow, now, spec.rollout_id, jobs=jobs)
+            return jobs
 
-    def command(self, rollout_id: str, event: RolloutEvent, now: datetime) -> Decision:
+    def command(
+        self,
+        rollout_id: str,
+        event: RolloutEvent,
+        now: datetime,
+        *,
+        audit: AuditNote | None = None,
+    ) -> Decision:
         """Apply an operator command (Start, Pause, Resume, Abort, Approve, NextStage,
         Rollback) now. Safe to call from another thread than the loop's (same holder).
 
@@ -192,7 +225,7 @@ class Engine:
             RevisionConflictError: the loop changed the rollout meanwhile; try again.
         """
         lease = self._lead(now)
-        return self._decide(rollout_id, now, [event], {}, lease.epoch)
+        return self._decide(rollout_id, now, [event], {}, lease.epoch, audit=audit)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -262,6 +295,7 @@ class Engine:
         epoch: int,
         *,
         verdict: GateResult | None = None,
+        audit: AuditNote | None = None,
     ) -> Decision:
         c = self._config
         with self._storage.begin() as uow:
@@ -297,6 +331,8 @@ class Engine:
                     rollout_to_record(decision.rollout, plan, record, now, epoch),
                     expected_revision=record.revision,
                 )
+            if audit is not None:
+                audit.append(uow, now, rollout_id, state=decision.rollout.state.value)
             self._hook("tick.before-commit")
         self._joiner_cursor[rollout_id] = cursor  # only once the unit committed
         return decision

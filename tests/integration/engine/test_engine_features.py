@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from service.domain.gates import GatePolicy
-from service.domain.rollout_events import GateResult, Resume, Rollback, Verdict
+from service.domain.rollout_events import GateResult, Resume, Rollback, Start, Verdict
 from service.domain.spec import FailureAction
-from service.engine import MemoryHealthGate
-from service.storage import Storage
-from tests.integration.engine._world import World, spec
+from service.engine import AuditNote, MemoryHealthGate
+from service.storage import Storage, open_storage
+from tests.integration.engine._world import Crash, World, spec
 
 GATED = GatePolicy(stage="every")
 
@@ -150,3 +150,22 @@ def test_gate_fail_trips_the_rollout(
         for _ in range(3):
             world.step()
         assert world.rollout_state()[0] in ("running", "soaking")
+
+
+def test_an_operator_command_and_its_audit_entry_commit_together() -> None:
+    """A crash before the command's unit commits leaves neither the change nor its entry; the
+    command that commits leaves both, chained."""
+    world = World(open_storage("memory:"), start=False, crash_at={"tick.before-commit"})
+    note = AuditNote("alice", "rollout.start", {"reason": "go"})
+    with pytest.raises(Crash):
+        world.engine.command("ro-1", Start("alice"), world.now, audit=note)
+    with world.storage.begin(readonly=True) as uow:
+        assert uow.rollouts.get("ro-1").state == "draft"
+        assert uow.audit.entries() == []
+    world.engine.command("ro-1", Start("alice"), world.now, audit=note)
+    with world.storage.begin(readonly=True) as uow:
+        assert uow.rollouts.get("ro-1").state != "draft"
+        (entry,) = uow.audit.entries()
+        assert (entry.actor, entry.action, entry.subject) == ("alice", "rollout.start", "ro-1")
+        assert entry.details["state"] == uow.rollouts.get("ro-1").state
+        assert uow.audit.verify_chain().ok
