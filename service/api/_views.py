@@ -145,7 +145,7 @@ def rollout_out(uow: UnitOfWork, record: Rollout) -> RolloutOut:
             StageOut(
                 index=index,
                 name=str(stage.get("name", index)),
-                state=saved.state if saved else _stage_state(index, current, record.state),
+                state=_stage_state(index, current, record.state),
                 planned=saved.planned if saved and saved.planned else sum(counts.values()),
                 started_at=saved.started_at if saved else None,
                 ended_at=saved.ended_at if saved else None,

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -79,6 +79,7 @@ from service.storage import (
     ConflictError,
     Lease,
     LeaseLostError,
+    RolloutStage,
     Storage,
     UnitOfWork,
 )
@@ -331,6 +332,7 @@ class Engine:
                     rollout_to_record(decision.rollout, plan, record, now, epoch),
                     expected_revision=record.revision,
                 )
+            _record_stages(uow, rollout, decision.rollout, summary, now)
             if audit is not None:
                 audit.append(uow, now, rollout_id, state=decision.rollout.state.value)
             self._hook("tick.before-commit")
@@ -449,3 +451,40 @@ def _report_event(job: Job, twin: DeviceTwin | None) -> JobEvent | None:
     if seen_at.tzinfo is None:
         return None
     return observe(job, DeviceReport.from_twin(twin.agent, seen_at))
+
+
+_NOT_STARTED = frozenset({R.DRAFT, R.SCHEDULED})
+_ENDED = frozenset({R.COMPLETED, R.ABORTED, R.ROLLING_BACK, R.ROLLED_BACK})
+
+
+def _record_stages(
+    uow: UnitOfWork, before: Rollout, after: Rollout, summary: JobsSummary, now: datetime
+) -> None:
+    """Stamp when each stage started and ended (what the API shows and the gate's window starts
+    at): a stage starts the first time the rollout runs at its index, and ends when the rollout
+    moves past it or stops. Written in the decision's unit, so a replay stamps nothing twice."""
+    if after.state in _NOT_STARTED or (before.stage, before.state) == (after.stage, after.state):
+        return
+    stored = {s.index: s for s in uow.rollouts.stages(after.spec.rollout_id)}
+    ended = range(before.stage, after.stage) if after.stage > before.stage else ()
+    if after.state in _ENDED:
+        ended = range(before.stage, after.stage + 1)
+    for index in ended:
+        stage = stored.get(index)
+        if stage is None:
+            planned = summary.stages[index].total
+            uow.rollouts.put_stage(
+                RolloutStage(after.spec.rollout_id, index, "done", planned, ended_at=now)
+            )
+        elif stage.ended_at is None:
+            uow.rollouts.put_stage(replace(stage, state="done", ended_at=now))
+    if after.state not in _ENDED and after.stage not in stored:
+        uow.rollouts.put_stage(
+            RolloutStage(
+                after.spec.rollout_id,
+                after.stage,
+                "started",
+                planned=summary.stages[after.stage].total,
+                started_at=now,
+            )
+        )

@@ -169,3 +169,16 @@ def test_an_operator_command_and_its_audit_entry_commit_together() -> None:
         assert (entry.actor, entry.action, entry.subject) == ("alice", "rollout.start", "ro-1")
         assert entry.details["state"] == uow.rollouts.get("ro-1").state
         assert uow.audit.verify_chain().ok
+
+
+def test_each_stage_records_when_it_started_and_ended(storage: Storage) -> None:
+    world = World(storage)
+    world.run_until({"completed"})
+    with storage.begin(readonly=True) as uow:
+        stages = uow.rollouts.stages("ro-1")
+    assert [s.index for s in stages] == [0, 1]
+    assert all(s.started_at is not None and s.ended_at is not None for s in stages)
+    first, rest = stages
+    assert first.started_at <= first.ended_at <= rest.started_at <= rest.ended_at  # type: ignore[operator]
+    assert first.planned + rest.planned == world.devices
+    assert {s.state for s in stages} == {"done"}
