@@ -27,4 +27,3 @@ def record(
         subject=subject,
         details=dict(details or {}),
     )
-
