@@ -35,6 +35,9 @@ class DrainingWorker:
             last = self.worker.run_once()
         return last
 
+    def drain(self) -> int:
+        return self.worker.drain()
+
 
 @dataclass
 class TelemetryParts:

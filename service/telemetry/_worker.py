@@ -81,6 +81,13 @@ class IngestWorker:
                 self._source.seek(partition, sequence)
         return self._committed
 
+    def drain(self) -> int:
+        """Run rounds until the source has nothing more; returns how many events were received."""
+        received = 0
+        while n := self.run_once().received:
+            received += n
+        return received
+
     def run_once(self) -> IngestReport:
         """Receive up to `batch` events, commit them, checkpoint; returns what happened."""
         committed = self._position()

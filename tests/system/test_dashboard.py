@@ -159,8 +159,7 @@ def _seed_telemetry(storage: Any, now: datetime) -> tuple[Any, list[Any]]:
                 message_id=message_id(device, seq),
             )
     for worker in workers:
-        while worker.run_once().received:
-            pass
+        worker.drain()
     figures = {"confidence-mean": 0.9}
     store.record_verdict(ROLLOUT, 0, "pass", "canary healthy", figures, {}, now)
     return store, routers

@@ -55,8 +55,7 @@ def main() -> None:
         source = StallingSource.open(feed)
         store = TelemetryStore(storage.engine)
     worker = IngestWorker(source, store, partitions=["0"], batch=BATCH)
-    while worker.run_once().received:
-        pass
+    worker.drain()
     print("DRAINED", flush=True)
 
 

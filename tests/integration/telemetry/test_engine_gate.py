@@ -56,8 +56,7 @@ class Telemetry:
             seq = self.seq[device] = self.seq.get(device, -1) + 1
             body = encode_batch(TelemetryBatch(device, seq, release, rows))
             self.source.append(device, body, enqueued_ms=now_ms)
-        while self.worker.run_once().received:
-            pass
+        self.worker.drain()
 
     def run_until(self, states: set[str], max_steps: int = 120) -> str:
         for _ in range(max_steps):

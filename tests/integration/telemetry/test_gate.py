@@ -68,8 +68,7 @@ def ingest_fleet(
         fleet.send(fleet.batch("outsider", outsider_release, n=20, latency=50_000, score=0.1))
     members = {f"dev-{d}": ("grp-berlin",) for d in range(devices)}
     worker = IngestWorker(fleet.source, db.store, groups_of=lambda dev: members.get(dev, ()))
-    while worker.run_once().received:
-        pass
+    worker.drain()
 
 
 def test_a_regressed_model_fails_with_the_policy_action(db: Db) -> None:

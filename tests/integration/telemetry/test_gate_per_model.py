@@ -92,8 +92,7 @@ def ingest(
             fleet.send(batch(fleet, f"dev-{d}", release, models, rng, events if b == 0 else ()))
     members = {f"dev-{d}": ("grp-berlin",) for d in range(devices)}
     worker = IngestWorker(fleet.source, db.store, groups_of=lambda dev: members.get(dev, ()))
-    while worker.run_once().received:
-        pass
+    worker.drain()
 
 
 def pooled_outcome(db: Db, ro: object) -> Outcome:

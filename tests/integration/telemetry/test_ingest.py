@@ -19,11 +19,6 @@ def worker(fleet: Fleet, db: Db, **kwargs: object) -> IngestWorker:
     return IngestWorker(fleet.source, db.store, clock=lambda: NOW, **kwargs)  # type: ignore[arg-type]
 
 
-def drain(w: IngestWorker) -> None:
-    while w.run_once().received:
-        pass
-
-
 def test_batches_become_rows_rollups_and_checkpoints(db: Db) -> None:
     fleet = Fleet()
     for d in range(6):
@@ -62,7 +57,7 @@ def test_reordered_batches_are_all_kept(db: Db) -> None:
     batches = [fleet.batch("dev-1", n=3) for _ in range(5)]
     for batch in reversed(batches):
         fleet.send(batch)
-    drain(worker(fleet, db, batch=2))
+    worker(fleet, db, batch=2).drain()
     assert db.count("telemetry_inference") == 15
     assert db.count("telemetry_seen") == 5
 
@@ -124,7 +119,7 @@ def test_a_failed_checkpoint_loses_and_double_counts_nothing(db: Db) -> None:
     for d in range(8, 10):
         fleet.send(fleet.batch(f"dev-{d}", n=5))
     w2 = worker(fleet, db)
-    drain(w2)
+    w2.drain()
     assert db.count("telemetry_inference") == 50
     assert db.store.cohort("", "rel-2", NOW.replace(year=2020)).inferences == 50
     assert db.store.stats()["ingested"] == 10
@@ -154,7 +149,7 @@ def test_a_failed_commit_is_retried_from_the_committed_position(db: Db) -> None:
     with pytest.raises(RuntimeError):
         w.run_once()
     assert db.count("telemetry_inference") == 0
-    drain(w)
+    w.drain()
     assert db.count("telemetry_inference") == 25
 
 
