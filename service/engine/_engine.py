@@ -393,7 +393,8 @@ class Engine:
         for release_id, device_ids in offers.items():
             # `decide` offered candidates read in this unit: PENDING, retry wait over, each
             # with workflow attempt + 1 (what `jobs.Offered` checks); one statement for all.
-            moved = uow.jobs.offer(spec.rollout_id, release_id, device_ids, now)
+            deadline = now + spec.retry.offer_timeout
+            moved = uow.jobs.offer(spec.rollout_id, release_id, device_ids, now, deadline)
             if moved != len(device_ids):
                 raise ConflictError(f"only {moved} of {len(device_ids)} offers were PENDING")
         return out, planned

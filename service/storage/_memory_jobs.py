@@ -88,7 +88,12 @@ class MemoryJobs:
         return len(jobs)
 
     def offer(
-        self, rollout_id: str, release_id: str, device_ids: Sequence[str], now: datetime
+        self,
+        rollout_id: str,
+        release_id: str,
+        device_ids: Sequence[str],
+        now: datetime,
+        deadline: datetime | None = None,
     ) -> int:
         moved = 0
         for device_id in dict.fromkeys(device_ids):
@@ -100,7 +105,7 @@ class MemoryJobs:
                 state="offered",
                 attempts=job.attempts + 1,
                 offered_at=now,
-                next_attempt_at=None,
+                next_attempt_at=deadline,
                 updated_at=now,
             )
             moved += 1

@@ -198,10 +198,16 @@ class DeviceJobs(Protocol):
         `offered` stamps offered_at=now, `count_attempt` adds one attempt. Returns rows moved."""
 
     def offer(
-        self, rollout_id: str, release_id: str, device_ids: Sequence[str], now: datetime
+        self,
+        rollout_id: str,
+        release_id: str,
+        device_ids: Sequence[str],
+        now: datetime,
+        deadline: datetime | None = None,
     ) -> int:
         """PENDING -> OFFERED for the listed jobs, in one statement per chunk: attempts + 1,
-        offered_at = now, next_attempt_at cleared, reason kept. Returns rows moved."""
+        offered_at = now, next_attempt_at = `deadline` (the offer's timeout, None for none),
+        reason kept. Returns rows moved."""
 
     def transition_all(
         self,
