@@ -70,4 +70,5 @@ def group_members(
 ) -> PageOut[DeviceOut]:
     with context.storage.begin(readonly=True) as uow:
         page = uow.groups.members(group_id, after=after, limit=limit)
-    return PageOut(items=[device_out(d) for d in page.items], next_after=page.next_after)
+    now = context.clock()
+    return PageOut(items=[device_out(d, now) for d in page.items], next_after=page.next_after)
