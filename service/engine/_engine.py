@@ -24,6 +24,9 @@ Invariants:
   revision: a concurrent or deposed engine's unit fails and rolls back whole.
 - A device with a live job in another rollout is never a candidate: no device is offered two
   releases at once.
+- Production is decided from the devices a rollout reaches (`_production`): at creation, at
+  Start, and per candidate at every offer (`Candidate.production`, which `decide` holds back
+  without two distinct approvers).
 - Every outbox payload carries the leader's fencing `epoch`, the rollout `version` that emitted
   it and its `position`, the idempotency key of commands that have no (device, workflow) key.
 """

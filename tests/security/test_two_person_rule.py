@@ -121,7 +121,8 @@ def test_overlapping_non_production_group_needs_a_second_operator(session: Sessi
     alice, bob = tokens["alice"], tokens["bob"]
     sneaky = {"name": "everyone", "kind": "tag", "selector": "fleet=demo"}  # not production
     assert session.api.put("/groups/everyone", json=sneaky, token=alice).status_code == 200
-    assert session.api.post("/rollouts", json=_rollout("everyone"), token=alice).status_code == 201
+    created = session.api.post("/rollouts", json=_rollout("everyone"), token=alice)
+    assert created.status_code == 201 and created.json()["spec"]["production"] is True
     refused = _command(session, "start", alice)
     assert refused.status_code == 409 and refused.json()["code"] == "precondition"
     assert "2 distinct operators" in refused.json()["detail"]
