@@ -209,6 +209,17 @@ class RateIn(BaseModel):
     max_per_minute: int = 1000
 
 
+class DeadlinesIn(BaseModel):
+    """No stage waits for ever: after its soak and confirm grace, a stage has `decide_seconds`
+    to get its confirmations and PASS; then (or at once, when it can no longer succeed) the
+    rollout takes `action`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decide_seconds: float = 3600
+    action: Literal["pause", "abort", "rollback"] = "pause"
+
+
 class WindowIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -228,6 +239,7 @@ class RolloutIn(BaseModel):
     failure: FailureIn = Field(default_factory=FailureIn)
     retry: RetryIn = Field(default_factory=RetryIn)
     rate: RateIn = Field(default_factory=RateIn)
+    deadlines: DeadlinesIn = Field(default_factory=DeadlinesIn)
     start_at: datetime | None = None
     windows: list[WindowIn] = Field(default_factory=list)
     gate: dict[str, Any] | None = None

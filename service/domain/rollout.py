@@ -6,7 +6,9 @@
             next stage: RUNNING | WAITING_WINDOW,  or AWAITING_APPROVAL ─Approve─▶ next stage,
             or COMPLETED after the last stage;   NextStage forces the advance from any of them
     failure threshold or a FAIL gate ─▶ PAUSED | ABORTED | ROLLING_BACK (spec.failure.action)
+    a stalled stage ─▶ PAUSED | ABORTED | ROLLING_BACK (spec.deadlines.action)
     Pause ─▶ PAUSED ─Resume─▶ SCHEDULED | RUNNING | WAITING_WINDOW     Abort ─▶ ABORTED
+    PAUSED ─NextStage─▶ the next stage (the operator moves past a stall)
     Rollback ─▶ ROLLING_BACK ─RollbackPlanned, Tick(every rollback job finished)─▶ ROLLED_BACK
 
 The engine's loop, in one database transaction per rollout:
@@ -39,6 +41,11 @@ Invariants:
   joined without approval) PAUSED.
 - Failures are counted over the stages started so far, from the last Resume on: Resume
   acknowledges the failures seen before it (so a paused rollout does not trip again at once).
+- No stage waits for ever (DeadlinePolicy): a stage whose open devices (confirmed, soaking, in
+  progress, pending) are fewer than its success threshold stalls at once; a soaking stage stalls
+  once `deadlines.decide` has passed after its soak and confirm grace (or after the last Resume)
+  without the confirmations or the PASS it needs. A stall takes `deadlines.action` and says what
+  was missing in `reason` and a "stalled-<action>" notification.
 - `decide` is deterministic: the same inputs give the same decision, so replaying after a crash
   before commit repeats exactly the same offers and commands.
 """
@@ -129,6 +136,7 @@ class Rollout:
     rollback_jobs: int | None = None  # set by RollbackPlanned
     reason: str = ""  # why it paused, aborted or rolled back
     started_at: datetime | None = None
+    resumed_at: datetime | None = None  # restarts the stage's decide deadline
     version: int = 0
 
 
@@ -198,6 +206,7 @@ TRANSITIONS: Mapping[RolloutState, Mapping[type[RolloutEvent], frozenset[Rollout
     R.PAUSED: {
         Approve: frozenset({R.PAUSED}),
         Resume: _ENTRY,
+        NextStage: _FORCED,
         Abort: frozenset({R.ABORTED}),
         Rollback: frozenset({R.ROLLING_BACK}),
         GateResult: frozenset({R.PAUSED}),
@@ -238,11 +247,11 @@ def _started(rollout: Rollout, summary: JobsSummary) -> StageFigures:
     return sum(summary.stages[: rollout.stage + 1], _EMPTY)
 
 
-def _trip(rollout: Rollout, action: FailureAction, reason: str) -> _Step:
+def _trip(rollout: Rollout, action: FailureAction, reason: str, kind: str = "failure") -> _Step:
     rollout_id, previous = rollout.spec.rollout_id, rollout.spec.previous_release_id
     if action is FailureAction.ROLLBACK and previous is None:
         action, reason = FailureAction.PAUSE, f"{reason} (no previous release to roll back to)"
-    notify = _notify(rollout, f"failure-{action.value}", reason)
+    notify = _notify(rollout, f"{kind}-{action.value}", reason)
     if action is FailureAction.PAUSE:
         return replace(rollout, state=R.PAUSED, reason=reason), [notify]
     if action is FailureAction.ABORT:
@@ -256,7 +265,7 @@ def _trip(rollout: Rollout, action: FailureAction, reason: str) -> _Step:
 def _advance(rollout: Rollout, now: datetime, why: str) -> _Step:
     if rollout.stage + 1 >= len(rollout.spec.stages):
         return replace(rollout, state=R.COMPLETED), [_notify(rollout, "completed", why)]
-    nxt = replace(rollout, stage=rollout.stage + 1, soak_until=None, gate=None)
+    nxt = replace(rollout, stage=rollout.stage + 1, soak_until=None, gate=None, resumed_at=None)
     name = rollout.spec.stages[nxt.stage].name
     return _entry(nxt, now), [_notify(rollout, "stage-started", f"stage {name}: {why}")]
 
@@ -272,6 +281,35 @@ def _failure(rollout: Rollout, summary: JobsSummary) -> str | None:
             f"{policy.threshold_percent:g}% threshold"
         )
     return None
+
+
+def _stalled(rollout: Rollout, stage: StageFigures, now: datetime) -> str | None:
+    """Why the current stage can no longer succeed, or has waited past its decide deadline."""
+    spec = rollout.spec
+    name, needed = spec.stages[rollout.stage].name, spec.success.threshold_percent
+    open_ = stage.confirmed + stage.soaking + stage.in_progress + stage.pending
+    if stage.total and stage.percent(open_) < needed:
+        return (
+            f"stage {name} cannot succeed: {stage.confirmed} of {stage.total} devices confirmed "
+            f"and {open_ - stage.confirmed} still open, {stage.failed} failed "
+            f"(success needs {needed:g}% confirmed)"
+        )
+    if rollout.state is not R.SOAKING or rollout.soak_until is None:
+        return None
+    start = rollout.soak_until + spec.retry.confirm_grace
+    if rollout.resumed_at is not None and rollout.resumed_at > start:
+        start = rollout.resumed_at
+    if now < start + spec.deadlines.decide:
+        return None
+    missing = []
+    if stage.percent(stage.confirmed) < needed:
+        missing.append(f"{stage.confirmed} of {stage.total} devices confirmed (needs {needed:g}%)")
+    if spec.success.require_gate and rollout.gate is not Verdict.PASS:
+        missing.append(f"health gate {rollout.gate.value if rollout.gate else 'not judged'}")
+    if not missing:
+        return None
+    waited = int(spec.deadlines.decide.total_seconds())
+    return f"stage {name} stalled {waited}s past its soak: " + "; ".join(missing)
 
 
 def offer_budget(rollout: Rollout, stages: Sequence[StageFigures], now: datetime) -> int:
@@ -360,6 +398,8 @@ def _tick(rollout: Rollout, event: Tick, summary: JobsSummary, now: datetime) ->
     if reason := _failure(rollout, summary):
         return _trip(rollout, spec.failure.action, reason)
     stage, success = summary.stages[rollout.stage], spec.success
+    if state is not R.AWAITING_APPROVAL and (reason := _stalled(rollout, stage, now)):
+        return _trip(rollout, spec.deadlines.action, reason, kind="stalled")
     commands: list[Command] = []
     if state in _LIVE:
         if stage.percent(stage.soaking + stage.confirmed) >= success.threshold_percent:
@@ -419,6 +459,7 @@ def _resume(rollout: Rollout, event: Resume, summary: JobsSummary, now: datetime
         baseline_finished=started.finished,
         reason="",
         approvals=rollout.approvals | {event.operator},  # as Start: the one who resumes counts
+        resumed_at=now,
     )
     return _entry(acknowledged, now), [_notify(rollout, "resumed", f"by {event.operator}")]
 
@@ -438,6 +479,14 @@ def _rollback(rollout: Rollout, event: Rollback, summary: JobsSummary, now: date
 
 
 def _next_stage(rollout: Rollout, event: NextStage, summary: JobsSummary, now: datetime) -> _Step:
+    if rollout.state is R.PAUSED:  # moving past a stall: the failures seen so far are known
+        started = _started(rollout, summary)
+        rollout = replace(
+            rollout,
+            baseline_failed=started.failed,
+            baseline_finished=started.finished,
+            reason="",
+        )
     return _advance(rollout, now, f"forced by {event.operator}")
 
 
