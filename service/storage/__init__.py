@@ -66,6 +66,7 @@ from service.storage._records import (
     Role,
     Rollout,
     RolloutStage,
+    check_membership,
     group_filter,
 )
 from service.storage._sql import PgAdvisoryLock, SqlStorage, normalize_url, sqlite_url
@@ -110,6 +111,7 @@ __all__ = [
     "Tokens",
     "UnavailableError",
     "UnitOfWork",
+    "check_membership",
     "current_revision",
     "group_filter",
     "head_revision",

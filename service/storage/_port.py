@@ -116,6 +116,10 @@ class DeviceGroups(Protocol):
         loading them (planning a million). A page may hold fewer than `limit` ids, even none,
         and still have a `next_after`: keep paging until it is None."""
 
+    def members_among(self, group_id: str, device_ids: Sequence[str]) -> set[str]:
+        """Which of `device_ids` are the group's members now (a few queries of bounded
+        IN lists, whatever the number of ids). Raises NotFoundError."""
+
 
 class Releases(Protocol):
     def create(self, release: Release) -> None:

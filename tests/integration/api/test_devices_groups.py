@@ -141,7 +141,9 @@ def test_group_lifecycle(session: Session) -> None:
     assert [d["id"] for d in page["items"]] == ["dev-001", "dev-003"]
     rest = api.get("/groups/berlin/members", params={"after": page["next_after"]}).json()
     assert [d["id"] for d in rest["items"]] == ["dev-005"] and rest["next_after"] is None
-    replaced = api.put("/groups/berlin", json={**body, "production": True}, token=operator)
+    production = {**body, "production": True}
+    assert api.put("/groups/berlin", json=production, token=operator).status_code == 403
+    replaced = api.put("/groups/berlin", json=production)  # only an admin writes the flag
     assert replaced.json()["production"] is True
     assert api.delete("/groups/oslo", token=operator).status_code == 204
     assert api.get("/groups/oslo").status_code == 404
