@@ -451,13 +451,17 @@ def _pause(rollout: Rollout, event: Pause, summary: JobsSummary, now: datetime) 
     ]
 
 
-def _resume(rollout: Rollout, event: Resume, summary: JobsSummary, now: datetime) -> _Step:
+def _acknowledged(rollout: Rollout, summary: JobsSummary) -> Rollout:
+    """The failures seen so far are known to the operator: count only later ones."""
     started = _started(rollout, summary)
+    return replace(
+        rollout, baseline_failed=started.failed, baseline_finished=started.finished, reason=""
+    )
+
+
+def _resume(rollout: Rollout, event: Resume, summary: JobsSummary, now: datetime) -> _Step:
     acknowledged = replace(
-        rollout,
-        baseline_failed=started.failed,
-        baseline_finished=started.finished,
-        reason="",
+        _acknowledged(rollout, summary),
         approvals=rollout.approvals | {event.operator},  # as Start: the one who resumes counts
         resumed_at=now,
     )
@@ -480,13 +484,7 @@ def _rollback(rollout: Rollout, event: Rollback, summary: JobsSummary, now: date
 
 def _next_stage(rollout: Rollout, event: NextStage, summary: JobsSummary, now: datetime) -> _Step:
     if rollout.state is R.PAUSED:  # moving past a stall: the failures seen so far are known
-        started = _started(rollout, summary)
-        rollout = replace(
-            rollout,
-            baseline_failed=started.failed,
-            baseline_finished=started.finished,
-            reason="",
-        )
+        rollout = _acknowledged(rollout, summary)
     return _advance(rollout, now, f"forced by {event.operator}")
 
 
