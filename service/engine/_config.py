@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from signing.device_ids import device_segment
+
 __all__ = ["EngineConfig"]
 
 MAX_BATCH = 10_000
@@ -43,4 +45,5 @@ class EngineConfig:
             raise ValueError("holder and lease_name must be non-empty")
 
     def director_url_for(self, device_id: str) -> str:
-        return self.director_url.replace("{device_id}", device_id)
+        """The director URL of `device_id`: its id as a safe path segment (`device_segment`)."""
+        return self.director_url.replace("{device_id}", device_segment(device_id))

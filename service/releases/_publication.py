@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from service.blobs import BlobRepositoryStore, BlobStore
+from signing.device_ids import device_segment
 
 __all__ = ["REPOSITORY_PREFIX", "PublicationUrls", "publication_urls", "repository_store"]
 
@@ -40,7 +41,8 @@ class PublicationUrls:
     query: str
 
     def director_url_for(self, device_id: str) -> str:
-        return self.director_url.replace("{device_id}", device_id)
+        """The director URL of `device_id`: its id as a safe path segment (`device_segment`)."""
+        return self.director_url.replace("{device_id}", device_segment(device_id))
 
 
 def publication_urls(
