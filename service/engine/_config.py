@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from signing.device_ids import device_segment
@@ -29,6 +30,8 @@ class EngineConfig:
     dispatch_batch: int = 100  # outbox messages claimed per dispatcher round
     joiner_scan: int = 5_000  # devices checked for a missing job, per rollout and tick
     query: str = ""  # the blob store's signed grant, appended by devices to every fetch
+    # A device's own grant (image repository and its director folder), when the store signs one.
+    device_query: Callable[[str], str] | None = field(default=None, compare=False, repr=False)
     # A failing outbox message is retried after dispatch_backoff, doubling up to
     # dispatch_backoff_max, and parked after dispatch_max_attempts failures.
     dispatch_max_attempts: int = 8
@@ -61,6 +64,10 @@ class EngineConfig:
     def retry_delay(self, attempts: int) -> timedelta:
         """How long a message that failed `attempts` times waits before its next attempt."""
         return min(self.dispatch_backoff * 2 ** min(attempts - 1, 30), self.dispatch_backoff_max)
+
+    def query_for(self, device_id: str) -> str:
+        """The grant `device_id` appends to its fetches (`query` if there is no per-device one)."""
+        return self.device_query(device_id) if self.device_query is not None else self.query
 
     def director_url_for(self, device_id: str) -> str:
         """The director URL of `device_id`: its id as a safe path segment (`device_segment`)."""

@@ -168,7 +168,7 @@ class Dispatcher:
             image_url=c.image_url,
             director_url=c.director_url_for(device_id),
             targets_url=c.targets_url,
-            query=c.query,
+            query=c.query_for(device_id),
         )
 
     def _desired_workflow(self, device_id: str) -> tuple[str | None, int | None]:

@@ -68,7 +68,7 @@ def test_a_device_with_any_hub_id_installs_its_assignment(
         world.tmp / "devices" / device_segment(device_id),
         image_root=world.trust.image().root_bytes(),
         director_root=world.trust.director().root_bytes(),
-        fetcher=QueryFetcher(urls.query),
+        fetcher=QueryFetcher(urls.query_for(device_id)),
         image_url=urls.image_url,
         director_url=config.director_url_for(device_id),
     )
