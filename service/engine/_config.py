@@ -63,7 +63,8 @@ class EngineConfig:
 
     def retry_delay(self, attempts: int) -> timedelta:
         """How long a message that failed `attempts` times waits before its next attempt."""
-        return min(self.dispatch_backoff * 2 ** min(attempts - 1, 30), self.dispatch_backoff_max)
+        delay: timedelta = self.dispatch_backoff * 2 ** min(max(attempts, 1) - 1, 30)
+        return min(delay, self.dispatch_backoff_max)
 
     def query_for(self, device_id: str) -> str:
         """The grant `device_id` appends to its fetches (`query` if there is no per-device one)."""

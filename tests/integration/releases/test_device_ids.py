@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from device_agent.protocol import COMPONENT
 from infra.simdevice import QueryFetcher
 from service.blobs import BlobServer, FilesystemBlobStore
-from service.engine import EngineConfig, SigningDirector
-from service.releases import publication_urls
+from service.engine import Dispatcher, EngineConfig, MemoryNotifier, SigningDirector
+from service.hubgateway import MemoryHubGateway
+from service.releases import PublicationUrls, publication_urls
 from service.storage import SqlStorage, upgrade
 from signing.device import DeviceIdentity, DeviceVerifier
 from signing.device_ids import device_segment
@@ -54,25 +56,69 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ReleaseWo
 
 
 @pytest.mark.parametrize("device_id", IDS, ids=NAMES)
-def test_a_device_with_any_hub_id_installs_its_assignment(
+def test_the_dispatcher_offers_any_hub_id_a_release_its_device_verifies(
     served: tuple[ReleaseWorld, Path], device_id: str
 ) -> None:
+    """Outbox -> director (blob store) -> desired twin -> the device's own URLs and grant."""
     world, root = served
-    director = SigningDirector(world.trust.director())
-    director.assign(device_id, "mt3620", "r1", world.clock())
     urls = publication_urls(world.blobs, TTL)
-    config = EngineConfig(urls.image_url, urls.director_url, urls.targets_url)
-    assert config.director_url_for(device_id) == urls.director_url_for(device_id)
+    config = EngineConfig(
+        urls.image_url,
+        urls.director_url,
+        urls.targets_url,
+        query=urls.query,
+        device_query=urls.query_for,
+    )
+    hub = MemoryHubGateway(clock=world.clock)
+    hub.register_device(device_id)
+    director = SigningDirector(world.trust.director())
+    dispatcher = Dispatcher(world.storage, hub, director, MemoryNotifier(), config)
+    meta = {"epoch": 1, "version": 1, "origin": "ro-ids"}
+    workflow = "ro-ids.r1.1"
+    with world.storage.begin() as uow:
+        uow.outbox.append_many(
+            [
+                (
+                    "WriteDirector",
+                    {
+                        "device_id": device_id,
+                        "release_id": "r1",
+                        "hardware_id": "mt3620",
+                        "position": 0,
+                        **meta,
+                    },
+                ),
+                (
+                    "OfferRelease",
+                    {
+                        "device_id": device_id,
+                        "release_id": "r1",
+                        "workflow_id": workflow,
+                        "position": 1,
+                        **meta,
+                    },
+                ),
+            ],
+            world.clock(),
+        )
+    assert dispatcher.run_once(world.clock()) == 2
+    with world.storage.begin(readonly=True) as uow:
+        assert uow.outbox.failing() == []
+
+    repository = hub.desired(device_id)[COMPONENT]["service"]["repository"]
+    offered = PublicationUrls(
+        repository["imageUrl"], urls.director_url, repository["targetsUrl"], repository["query"]
+    )
     verifier = DeviceVerifier(
         DeviceIdentity(device_id, "mt3620", ("m4-0", "m4-1")),
-        world.tmp / "devices" / device_segment(device_id),
+        world.tmp / "offered" / device_segment(device_id),
         image_root=world.trust.image().root_bytes(),
         director_root=world.trust.director().root_bytes(),
-        fetcher=QueryFetcher(urls.query_for(device_id)),
-        image_url=urls.image_url,
-        director_url=config.director_url_for(device_id),
+        fetcher=QueryFetcher(repository["query"]),
+        image_url=repository["imageUrl"],
+        director_url=repository["directorUrl"],
     )
-    assert install(verifier, urls).release_id == "r1"
+    assert install(verifier, offered).release_id == "r1"
 
     folder = root / "repo" / "director" / "devices" / device_segment(device_id)
     assert (folder / "metadata" / "timestamp.json").is_file()
