@@ -34,6 +34,7 @@ from service.config import Mode
 from service.trust import ArtifactSpec, TrustService, stream_targets
 from signing import SigningError, UpdateRejected
 from signing.device import DeviceIdentity, DeviceVerifier
+from signing.device_ids import device_segment
 from signing.keys import KeyScheme
 from signing.store import DirectoryStore, StoreFetcher
 
@@ -222,7 +223,7 @@ def _try_update(
         director_root=roots[1],
         fetcher=StoreFetcher(store),
         image_url="store:///image/metadata/",
-        director_url=f"store:///director/devices/{device_id}/metadata/",
+        director_url=f"store:///director/devices/{device_segment(device_id)}/metadata/",
     )
     try:
         release = device.check()
