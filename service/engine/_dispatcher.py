@@ -35,7 +35,7 @@ from service.engine._engine import Hook
 from service.engine._errors import DispatchError
 from service.engine._ports import DirectorPort, Notice, Notifier
 from service.hubgateway import HubGateway, HubGatewayError, ServiceSpec
-from service.storage import MAX_PAGE, OutboxMessage, Storage, UnitOfWork
+from service.storage import MAX_PAGE, NotFoundError, OutboxMessage, Storage, UnitOfWork
 
 __all__ = ["Dispatcher"]
 
@@ -117,7 +117,10 @@ class Dispatcher:
         self, uow: UnitOfWork, message: OutboxMessage, error: str, now: datetime
     ) -> None:
         retry_at = self._retry_at(message, now)
-        failed = uow.outbox.fail(message.id, error=error, now=now, retry_at=retry_at)
+        try:
+            failed = uow.outbox.fail(message.id, error=error, now=now, retry_at=retry_at)
+        except NotFoundError:
+            return  # dropped (or delivered by another dispatcher) meanwhile
         if retry_at is None:
             uow.audit.append(
                 at=now,

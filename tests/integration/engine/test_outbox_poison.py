@@ -50,6 +50,21 @@ class RefusingNotifier(MemoryNotifier):
         super().notify(notice)
 
 
+@dataclass
+class DroppingNotifier(MemoryNotifier):
+    """Drops message `victim` (as an admin would) while delivering it, then fails."""
+
+    storage: Storage | None = None
+    victim: int = 0
+    box: Any = None
+
+    def notify(self, notice: Notice) -> None:
+        assert self.storage is not None
+        with self.storage.begin() as uow:
+            uow.outbox.drop(self.victim, self.box.now)
+        raise ConnectionError("webhook answered 500")
+
+
 def _meta(rollout_id: str, position: int) -> dict[str, Any]:
     return {"epoch": 1, "version": 1, "position": position, "origin": rollout_id}
 
@@ -208,3 +223,16 @@ def test_a_restart_keeps_attempts_back_off_and_parking(storage: Storage) -> None
         uow.outbox.retry(poison, box.now)
     box.restart()
     assert box.run() == 1 and box.state(poison).state == "dispatched"
+
+
+def test_a_message_dropped_while_it_runs_does_not_undo_the_round(storage: Storage) -> None:
+    box = Outbox(storage)
+    (poison,) = box.queue(_message("Notify", "dev-a", POISON_ROLLOUT, 0))
+    box.run()
+    (good,) = box.queue(_message("OfferRelease", "dev-a", "ro-1", 1))
+
+    box.notifier = DroppingNotifier(storage=storage, victim=poison, box=box)  # an admin drops it
+    box.restart()
+    assert box.run(timedelta(seconds=10)) == 1
+    assert box.state(poison).state == "dropped"
+    assert box.state(good).state == "dispatched"
