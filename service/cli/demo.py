@@ -198,7 +198,7 @@ def _attacks(service: TrustService, attacks: list[Attack]) -> None:
         with tempfile.TemporaryDirectory(prefix="tinyfleet-attack-") as tmp:
             mirror, state = Path(tmp) / "mirror", Path(tmp) / "device"
             shutil.copytree(service.settings.repo_dir, mirror)
-            own_state = service.settings.devices_dir / device_id
+            own_state = service.settings.devices_dir / device_segment(device_id)
             if own_state.exists():
                 shutil.copytree(own_state, state)
             before = _state(state)
