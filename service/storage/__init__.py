@@ -67,6 +67,7 @@ from service.storage._records import (
     Role,
     Rollout,
     RolloutStage,
+    check_membership,
     group_filter,
 )
 from service.storage._sql import PgAdvisoryLock, SqlStorage, normalize_url, sqlite_url
@@ -112,6 +113,7 @@ __all__ = [
     "Tokens",
     "UnavailableError",
     "UnitOfWork",
+    "check_membership",
     "current_revision",
     "group_filter",
     "head_revision",

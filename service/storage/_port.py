@@ -118,6 +118,10 @@ class DeviceGroups(Protocol):
         loading them (planning a million). A page may hold fewer than `limit` ids, even none,
         and still have a `next_after`: keep paging until it is None."""
 
+    def members_among(self, group_id: str, device_ids: Sequence[str]) -> set[str]:
+        """Which of `device_ids` are the group's members now (a few queries of bounded
+        IN lists, whatever the number of ids). Raises NotFoundError."""
+
 
 class Releases(Protocol):
     def create(self, release: Release) -> None:
@@ -200,10 +204,16 @@ class DeviceJobs(Protocol):
         `offered` stamps offered_at=now, `count_attempt` adds one attempt. Returns rows moved."""
 
     def offer(
-        self, rollout_id: str, release_id: str, device_ids: Sequence[str], now: datetime
+        self,
+        rollout_id: str,
+        release_id: str,
+        device_ids: Sequence[str],
+        now: datetime,
+        deadline: datetime | None = None,
     ) -> int:
         """PENDING -> OFFERED for the listed jobs, in one statement per chunk: attempts + 1,
-        offered_at = now, next_attempt_at cleared, reason kept. Returns rows moved."""
+        offered_at = now, next_attempt_at = `deadline` (the offer's timeout, None for none),
+        reason kept. Returns rows moved."""
 
     def transition_all(
         self,
