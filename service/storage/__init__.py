@@ -36,6 +36,7 @@ from service.storage._memory import MemoryStorage
 from service.storage._migrate import current_revision, head_revision, upgrade
 from service.storage._port import (
     LIVE_JOB_STATES,
+    MAX_OUTBOX_ERROR,
     MAX_PAGE,
     AuditLog,
     DeviceGroups,
@@ -73,6 +74,7 @@ from service.storage._sql import PgAdvisoryLock, SqlStorage, normalize_url, sqli
 
 __all__ = [
     "LIVE_JOB_STATES",
+    "MAX_OUTBOX_ERROR",
     "MAX_PAGE",
     "AlreadyExistsError",
     "ApiToken",

@@ -36,6 +36,7 @@ from service.storage._records import (
 )
 
 __all__ = [
+    "MAX_OUTBOX_ERROR",
     "AuditLog",
     "DeviceGroups",
     "DeviceJobs",
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 MAX_PAGE = 10_000
+MAX_OUTBOX_ERROR = 1000  # characters of a failed message's last error that are kept
 # A job in one of these states holds its device: no other rollout may offer it anything.
 LIVE_JOB_STATES = (
     "offered",
@@ -270,9 +272,36 @@ class Outbox(Protocol):
     def append(self, kind: str, payload: Mapping[str, Any], now: datetime) -> int:
         """Queue a command; returns its id (ids grow)."""
 
-    def claim(self, *, limit: int = 100) -> builtins.list[OutboxMessage]:
-        """Undispatched messages, oldest first. On PostgreSQL the rows stay locked (SKIP LOCKED)
+    def claim(
+        self, *, limit: int = 100, now: datetime | None = None
+    ) -> builtins.list[OutboxMessage]:
+        """Undispatched, unparked messages, oldest first; with `now`, only those due (no
+        `next_attempt_at` after `now`). On PostgreSQL the rows stay locked (SKIP LOCKED)
         until the unit of work ends, so two dispatchers never claim the same message."""
+
+    def fail(
+        self, message_id: int, *, error: str, now: datetime, retry_at: datetime | None
+    ) -> OutboxMessage:
+        """Count a failed attempt and keep its error (cut to MAX_OUTBOX_ERROR chars): retry at
+        `retry_at`, or park it (`retry_at` None). Raises NotFoundError unless undispatched."""
+
+    def defer(self, ids: Sequence[int], until: datetime) -> int:
+        """Hold undispatched, unparked messages until `until` (no attempt counted)."""
+
+    def failing(self, *, after_id: int = 0, limit: int = 100) -> builtins.list[OutboxMessage]:
+        """Undispatched messages that failed at least once (retrying or parked), oldest
+        first, ids after `after_id`."""
+
+    def get(self, message_id: int) -> OutboxMessage:
+        """Raises NotFoundError."""
+
+    def retry(self, message_id: int, now: datetime) -> OutboxMessage:
+        """A failed (retrying or parked) message: due at `now` with its attempts reset; its
+        last error stays. Raises NotFoundError, or ConflictError if it never failed."""
+
+    def drop(self, message_id: int, now: datetime) -> OutboxMessage:
+        """A failed message is given up: parked and dispatched at `now`, never executed.
+        Raises NotFoundError, or ConflictError if it never failed."""
 
     def append_many(self, messages: Sequence[tuple[str, Mapping[str, Any]]], now: datetime) -> None:
         """Queue several commands in order (one statement); ids grow in list order."""

@@ -282,11 +282,28 @@ class DeviceJob:
 
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
+    """A queued command. A message that failed has `attempts` and its `last_error`; while it
+    backs off it waits until `next_attempt_at`; once parked (`parked_at`) it waits for an
+    operator. A dropped message is parked and dispatched (it never ran)."""
+
     id: int
     kind: str
     payload: Mapping[str, Any]
     created_at: datetime
     dispatched_at: datetime | None = None
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_error: str | None = None
+    parked_at: datetime | None = None
+
+    @property
+    def state(self) -> str:
+        """queued | retrying | parked | dispatched | dropped"""
+        if self.dispatched_at is not None:
+            return "dropped" if self.parked_at is not None else "dispatched"
+        if self.parked_at is not None:
+            return "parked"
+        return "retrying" if self.attempts else "queued"
 
 
 @dataclass(frozen=True, slots=True)
