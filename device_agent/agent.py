@@ -169,6 +169,12 @@ class Agent:
         while not self.stop_event.is_set():
             self.step(self.config.poll_interval_s)
 
+    def close_cores(self) -> None:
+        """At shutdown: close every core link (transport EOF), so each core exits cleanly
+        instead of waiting out its retransmissions for a host that went silent."""
+        for client in self.cores.values():
+            client.close()
+
     def step(self, wait_s: float = 0.0) -> None:
         """One turn: inputs, workflow commands, core events, telemetry, reporting."""
         try:

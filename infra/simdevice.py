@@ -182,13 +182,17 @@ class SimulatedDevice:
             self.hub_client.start()
 
     def stop(self) -> None:
+        """Stop the agent, then close every core link first (each core sees EOF and exits
+        quietly), then the hub session. A core whose host stops acknowledging without EOF would
+        wait out its retransmissions and exit with a warning instead."""
         self.agent.stop_event.set()
         if self._thread is not None:
             self._thread.join(timeout=15)
-        if self.hub_client is not None:
-            self.hub_client.stop()
+        self.agent.close_cores()
         for process in self.processes.values():
             process.stop()
+        if self.hub_client is not None:
+            self.hub_client.stop()
 
     def kill_core(self, core: str) -> int:
         return self.processes[core].kill()

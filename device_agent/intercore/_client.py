@@ -292,9 +292,15 @@ class CoreClient:
     def close(self) -> None:
         """Stop servicing the link and close the transport: the core sees EOF and exits."""
         self._stop_pump()
-        with self._lock:
+        # A call stuck in another thread (shutdown mid-update) must not keep the core waiting:
+        # after a short wait the transport is closed anyway and that call fails.
+        locked = self._lock.acquire(timeout=2.0)
+        try:
             self._transport.close()
             self.phase = HostPhase.DISCONNECTED
+        finally:
+            if locked:
+                self._lock.release()
 
     def detach(self) -> None:
         """Stop servicing the link but leave the transport open (another client takes it over,
