@@ -29,6 +29,7 @@ from device_agent.intercore import (
     CoreEvent,
     CoreLinkError,
     CoreReverted,
+    HostPhase,
     InferenceResult,
 )
 from device_agent.protocol import (
@@ -91,6 +92,12 @@ class AgentConfig:
     health_interval_s: float = 30.0
     poll_interval_s: float = 0.1
     agent_version: str = AGENT_VERSION
+    # A core whose link is gone (its process exited, it stopped answering) is restarted through
+    # the host after a back-off that doubles from the first delay up to the cap; it resets once
+    # the core has stayed up for the cap.
+    restart_cores: bool = True
+    core_restart_first_s: float = 1.0
+    core_restart_max_s: float = 30.0
 
 
 @dataclass
@@ -141,6 +148,10 @@ class Agent:
         self._started = clock()
         self.logs: deque[str] = deque(maxlen=200)
         self.stop_event = threading.Event()
+        self._restart_due: dict[str, float] = {}  # core -> when to restart it
+        self._restart_delay: dict[str, float] = {}  # core -> the back-off of its next restart
+        self._restarted_at: dict[str, float] = {}  # core -> when it was last restarted
+        self.core_restarts = 0
 
     # -- inputs from other threads ---------------------------------------------------------------
 
@@ -195,12 +206,65 @@ class Agent:
             for event in events:
                 self._core_event(core_id, event)
         now = self._clock()
+        self._revive_cores(now)
         if now >= self._next_health:
             self._next_health = now + self.config.health_interval_s
             self.telemetry.add(self._health(now))
         self._flush_telemetry()
         if self._report_dirty:
             self._report()
+
+    # -- cores that exit ---------------------------------------------------------------------------
+
+    def restart_core(self, core: str, firmware: Path | None = None) -> CoreClient:
+        """Power-cycle `core` through the host (optionally into another firmware image); the
+        old client stops servicing its link first. The caller connects the new client."""
+        if self.host is None:
+            raise RuntimeError("this agent cannot restart cores")
+        old = self.cores.get(core)
+        if old is not None:
+            old.close()
+        client = self.host.restart_core(core, firmware)
+        self.cores[core] = client
+        return client
+
+    def _revive_cores(self, now: float) -> None:
+        """Restart each core whose link is gone, with back-off; a core that stays up for the
+        cap starts over at the first delay."""
+        if self.host is None or not self.config.restart_cores:
+            return
+        first, cap = self.config.core_restart_first_s, self.config.core_restart_max_s
+        for core, client in list(self.cores.items()):
+            if client.phase is not HostPhase.DISCONNECTED:
+                restarted = self._restarted_at.get(core)
+                if restarted is not None and now - restarted >= cap:
+                    del self._restarted_at[core]
+                    self._restart_delay.pop(core, None)
+                continue
+            due = self._restart_due.get(core)
+            if due is None:
+                delay = self._restart_delay.get(core, first)
+                self._restart_due[core] = now + delay
+                self.logs.append(f"{core}: link lost; restarting it in {delay:g} s")
+                log.warning("%s: core link lost; restarting it in %g s", core, delay)
+                continue
+            if now < due:
+                continue
+            delay = self._restart_delay.get(core, first)
+            del self._restart_due[core]
+            self._restart_delay[core] = min(cap, delay * 2)
+            self._restarted_at[core] = now
+            self.core_restarts += 1
+            try:
+                status = self.restart_core(core).connect()
+            except (CoreLinkError, OSError) as exc:
+                self.logs.append(f"{core}: restarted, not connected: {exc}")
+                self.record_event("crash", core, 1, f"restart failed: {exc}"[:200])
+                continue
+            self.logs.append(f"{core}: restarted after {delay:g} s ({status.state})")
+            log.info("%s: core restarted after %g s (%s)", core, delay, status.state)
+            self.record_event("crash", core, 1, f"core exited; restarted after {delay:g} s")
+            self._report_dirty = True
 
     def _dispatch(self, kind: str, value: Any) -> None:
         if kind == "desired":
