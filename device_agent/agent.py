@@ -51,11 +51,30 @@ from device_agent.protocol import (
 from device_agent.state import AgentStateStore
 from device_agent.target_source import TargetSource
 from device_agent.telemetry_buffer import TelemetryBuffer
-from device_agent.workflow import Command, Event, UpdateWorkflow
+from device_agent.workflow import Command, Event, UpdateWorkflow, WorkflowError
 from signing.device import DeviceIdentity, DeviceVerifier, InstalledState, VerifiedRelease
 from signing.files import atomic_write
 
 __all__ = ["Agent", "AgentConfig", "HubPort"]
+
+# The event that reports a command's unexpected failure to the workflow (report: none).
+_FAILED = {
+    "check": "check_failed",
+    "stage": "stage_failed",
+    "abort": "aborted",
+    "activate": "activate_failed",
+    "confirm": "confirm_failed",
+    "revert": "reverted",  # the core's own confirm deadline or boot reverts a trial
+    "record": "record_failed",
+}
+
+
+def _failure_of(command: Command, exc: Exception) -> Event | None:
+    kind = _FAILED.get(command.kind)
+    if kind is None:
+        return None
+    return Event(kind, core=command.core, reason="agent-error", detail=repr(exc)[:300])
+
 
 log = logging.getLogger(__name__)
 AGENT_VERSION = "0.1.0"
@@ -178,7 +197,12 @@ class Agent:
             except CoreLinkError as exc:
                 self.logs.append(f"{core_id}: not connected: {exc}")
         while not self.stop_event.is_set():
-            self.step(self.config.poll_interval_s)
+            try:
+                self.step(self.config.poll_interval_s)
+            except Exception as exc:  # the loop never dies; the next turn starts afresh
+                log.exception("agent step failed")
+                self.logs.append(f"step failed: {exc!r}"[:300])
+                self.stop_event.wait(self.config.poll_interval_s)
 
     def close_cores(self) -> None:
         """At shutdown: close every core link (transport EOF), so each core exits cleanly
@@ -321,11 +345,24 @@ class Agent:
         self._persist()
 
     def _execute(self, command: Command) -> None:
-        self._before_command(command)
-        handler = getattr(ops, f"do_{command.kind}")
-        event = handler(self, command)
-        if event is not None:
+        """Run one command and feed its outcome back. Whatever goes wrong inside a step (a bug,
+        an unexpected error from a port) becomes that step's failure, so the workflow reverts
+        and the loop lives on; only a power cut (a BaseException) stops it."""
+        try:
+            self._before_command(command)
+            handler = getattr(ops, f"do_{command.kind}")
+            event = handler(self, command)
+        except Exception as exc:
+            log.exception("%s %s failed", command.kind, command.core or "")
+            self.logs.append(f"{command.kind} {command.core or ''}: failed: {exc!r}"[:300])
+            event = _failure_of(command, exc)
+        if event is None:
+            return
+        try:
             self._feed(event)
+        except WorkflowError as exc:  # an answer the workflow no longer expects: keep going
+            log.error("workflow: %s", exc)
+            self.logs.append(f"workflow: {exc}")
 
     def verifier(self) -> DeviceVerifier:
         desired = self.desired
