@@ -13,6 +13,7 @@ Screenshots go to tests/system/artifacts/ (gitignored).
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -289,6 +290,22 @@ def test_token_link_signs_in_and_overview_counts_the_fleet(seeded: Seeded, page:
     live = page.get_by_role("list", name="Live rollouts")
     expect(live.get_by_role("link", name=ROLLOUT)).to_be_visible()
     _shot(page, "overview")
+
+
+def test_the_overview_shows_a_parked_message_with_its_reason(seeded: Seeded, page: Page) -> None:
+    with seeded.storage.begin() as uow:
+        parked = uow.outbox.append("no-such-kind", {"device_id": "dev-000"}, datetime.now(UTC))
+        uow.outbox.fail(parked, error="unknown message kind", now=datetime.now(UTC), retry_at=None)
+    try:
+        page.goto(seeded.link(seeded.viewer))
+        row = page.get_by_role("table", name=re.compile("Messages retrying or parked")).get_by_role(
+            "row", name=re.compile("no-such-kind")
+        )
+        expect(row).to_contain_text("unknown message kind", timeout=WAIT_MS)
+        expect(row).to_contain_text("parked")
+    finally:
+        with seeded.storage.begin() as uow:
+            uow.outbox.drop(parked, datetime.now(UTC))
 
 
 def test_login_form_refuses_a_bad_token_then_accepts_a_good_one(seeded: Seeded, page: Page) -> None:

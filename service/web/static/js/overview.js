@@ -38,13 +38,20 @@ function countBy(devices, key) {
 }
 
 async function loadOverview() {
-  const [devices, groups, releases, rollouts] = await Promise.all([
+  const [devices, groups, releases, rollouts, outbox] = await Promise.all([
     getAll("/devices"),
     get("/groups"),
     getAll("/releases"),
     get("/rollouts"),
+    get("/outbox"),
   ]);
-  return { devices, groups: groups.items, releases: releases.items, rollouts: rollouts.items };
+  return {
+    devices,
+    groups: groups.items,
+    releases: releases.items,
+    rollouts: rollouts.items,
+    failing: outbox.items,
+  };
 }
 
 function Stat({ label, value, id }) {
@@ -102,6 +109,21 @@ export function Overview() {
               </li>`,
             )}
           </ul>`}
+      <h2>Undelivered messages</h2>
+      ${data.failing.length === 0
+        ? html`<p class="muted">Every message to devices and operators was delivered.</p>`
+        : html`<${Table}
+            caption="Messages retrying or parked (an admin retries or drops a parked one)"
+            headers=${["Message", "Kind", "State", "Attempts", "Last error", "Next attempt"]}
+            rows=${data.failing.map((message) => [
+              message.id,
+              message.kind,
+              html`<${Badge} value=${message.state} />`,
+              message.attempts,
+              message.last_error || "",
+              message.state === "parked" ? "parked" : formatTime(message.next_attempt_at),
+            ])}
+          />`}
       <${Table}
         caption="Groups"
         headers=${["Group", "Name", "Kind", "Selector", "Production", "Members"]}
