@@ -15,6 +15,8 @@ from service.api import (
     _routes_rollouts,
 )
 from service.api._context import ApiContext
+from service.api._deps import authenticate_header
+from service.api._guard import BodyGuard
 from service.api._problems import Problem, install_problem_handlers
 from service.web import mount_dashboard
 
@@ -41,6 +43,10 @@ def create_app(
     )
     app.state.context = context
     install_problem_handlers(app)
+    # Authenticate from the headers and cap the body before any of it is read.
+    app.add_middleware(
+        BodyGuard, context=context, prefix=API_PREFIX, authenticate=authenticate_header
+    )
     for router in (
         _routes_admin.health_router,
         _routes_devices.router,
