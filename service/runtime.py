@@ -35,7 +35,7 @@ from typing import Any
 
 import uvicorn
 
-from service.api import ApiContext, create_app
+from service.api import ApiContext, ApiLimits, create_app
 from service.blobs import (
     CHUNK,
     AzureBlobStore,
@@ -406,6 +406,7 @@ class ServiceRuntime:
             telemetry=telemetry.store,
             hub=hub,
             clock=self.clock,
+            limits=ApiLimits(max_json_body=self.settings.api_max_json_body),
         )
         api_url = self._serve_api(create_app(self.context, routers=[telemetry.router]))
         for loop in self._loops:

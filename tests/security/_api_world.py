@@ -9,8 +9,7 @@ from pathlib import Path
 
 from anyio.from_thread import start_blocking_portal
 
-from service.api import create_app
-from service.api._context import ApiLimits
+from service.api import ApiLimits, create_app
 from service.storage import SqlStorage, upgrade
 from service.telemetry import build_telemetry
 from tests.integration.api._api import Api, ApiWorld
