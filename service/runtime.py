@@ -21,13 +21,14 @@ API answers 503 `unavailable` for rollout changes and device sync.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -145,6 +146,11 @@ class _Periodic:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
+
+
+def _admin_names() -> Iterator[str]:
+    yield "admin"
+    yield from (f"admin-{n}" for n in itertools.count(2))
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -351,13 +357,16 @@ class ServiceRuntime:
                 return secret, False
             _log.warning("%s holds no valid admin token; issuing a new one", path)
         with storage.begin() as uow:
-            issued = uow.tokens.create("admin", Role.ADMIN, self.clock())
+            # Token names are unique (they are audit actors): "admin", else "admin-2", ...
+            taken = {t.name for t in uow.tokens.list()}
+            name = next(n for n in _admin_names() if n not in taken)
+            issued = uow.tokens.create(name, Role.ADMIN, self.clock())
             uow.audit.append(
                 at=self.clock(),
                 actor="tinyfleet",
                 action="token.create",
                 subject=issued.token.id,
-                details={"name": "admin", "role": "admin", "bootstrap": True},
+                details={"name": name, "role": "admin", "bootstrap": True},
             )
         _write_private(path, issued.secret.encode())
         return issued.secret, True
