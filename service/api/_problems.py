@@ -236,5 +236,6 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-# Every authenticated route may answer these.
-PROBLEM_RESPONSES = problem_responses(401, 403, 422, 503)
+# Every authenticated route may answer these (400 and 413: a body that does not parse or is over
+# its cap, whichever the route).
+PROBLEM_RESPONSES = problem_responses(400, 401, 403, 413, 422, 503)

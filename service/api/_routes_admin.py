@@ -75,7 +75,13 @@ def audit_verify(_token: Viewer, context: Context) -> ChainOut:
     )
 
 
-@router.post("/tokens", status_code=201, response_model=IssuedTokenOut, tags=["tokens"])
+@router.post(
+    "/tokens",
+    status_code=201,
+    response_model=IssuedTokenOut,
+    tags=["tokens"],
+    responses=problem_responses(409),
+)
 def create_token(body: TokenIn, token: Admin, context: Context) -> IssuedTokenOut:
     with context.storage.begin() as uow:
         issued = uow.tokens.create(body.name, body.role, context.clock())
