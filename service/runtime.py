@@ -90,7 +90,7 @@ class LogNotifier:
     """Operator notices go to the log (a webhook notifier can replace it)."""
 
     def notify(self, notice: Notice) -> None:
-        _log.warning("rollout %s: %s: %s", notice.rollout_id, notice.kind, notice.message)
+        _log.warning("rollout %r: %s: %r", notice.rollout_id, notice.kind, notice.message)
 
 
 class FreshDirector:

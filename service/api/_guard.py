@@ -4,8 +4,9 @@ its body is read, then holds the body to a size limit while it streams in.
 Invariants:
 - A request under the API prefix that carries a body (a non-zero Content-Length or any
   Transfer-Encoding) is authenticated from its Authorization header first: a missing, unknown
-  or revoked token is a 401 problem and the body is never read. (Role checks stay with the
-  routes' dependencies; this only makes sure nobody unauthenticated makes the server read.)
+  or revoked token is a 401 problem and the body is never read. A multipart body (an upload)
+  from a token that may not upload is a 403, unread too. (Other role checks stay with the
+  routes' dependencies; this only makes sure nobody unentitled makes the server read much.)
 - The body is capped: `ApiLimits.max_upload_body` for multipart uploads (the release service's
   upload budget plus the form's overhead), `ApiLimits.max_json_body` for everything else. A
   declared Content-Length over the cap is a 413 before reading; a body that grows past the cap
@@ -25,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api._context import ApiContext
 from service.api._problems import ApiProblem, problem, to_problem
+from service.storage import ApiToken
 
 __all__ = ["BodyGuard", "BodyTooLarge"]
 
@@ -44,12 +46,14 @@ class BodyGuard:
         *,
         context: ApiContext,
         prefix: str,
-        authenticate: Callable[[ApiContext, str | None], object],
+        authenticate: Callable[[ApiContext, str | None], ApiToken],
+        may_upload: Callable[[ApiToken], bool],
     ) -> None:
         self._app = app
         self._context = context
         self._prefix = prefix
         self._authenticate = authenticate
+        self._may_upload = may_upload
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self._prefix):
@@ -65,7 +69,7 @@ class BodyGuard:
             await problem(400, "invalid", "Content-Length is not a number")(scope, receive, send)
             return
         try:
-            await anyio.to_thread.run_sync(
+            token = await anyio.to_thread.run_sync(
                 self._authenticate, self._context, headers.get("authorization")
             )
         except ApiProblem as exc:
@@ -73,6 +77,10 @@ class BodyGuard:
             return
         limits = self._context.limits
         multipart = headers.get("content-type", "").lower().startswith("multipart/")
+        if multipart and not self._may_upload(token):
+            detail = f"token {token.name!r} has role {token.role.value!r}; uploads need more"
+            await problem(403, "forbidden", detail)(scope, receive, send)
+            return
         limit = limits.max_upload_body if multipart else limits.max_json_body
         if declared is not None and int(declared) > limit:
             await _too_large(limit)(scope, receive, send)

@@ -114,14 +114,16 @@ def _revoked(world: ApiWorld) -> str:
 JSON = "application/json"
 MULTIPART = "multipart/form-data; boundary=xyz"
 UNAUTHENTICATED = [
-    ("POST", "/rollouts", JSON, None, True),
-    ("POST", "/rollouts", JSON, None, False),
-    ("PUT", "/groups/g1", JSON, "Bearer not-a-token", True),
-    ("POST", "/tokens", JSON, "Basic YWRtaW46YWRtaW4=", False),
-    ("PUT", "/releases/rel-1/artifacts/m4-0", MULTIPART, None, True),
-    ("PUT", "/releases/rel-1/artifacts/m4-0", MULTIPART, None, False),
-    ("PUT", "/releases/rel-1/artifacts/m4-0", MULTIPART, "revoked", False),
-    ("POST", "/no-such-route", JSON, None, False),
+    ("POST", "/rollouts", JSON, None, True, 401),
+    ("POST", "/rollouts", JSON, None, False, 401),
+    ("PUT", "/groups/g1", JSON, "Bearer not-a-token", True, 401),
+    ("POST", "/tokens", JSON, "Basic YWRtaW46YWRtaW4=", False, 401),
+    ("PUT", "/releases/rel-1/artifacts/m4-0", MULTIPART, None, True, 401),
+    ("PUT", "/releases/rel-1/artifacts/m4-0", MULTIPART, None, False, 401),
+    ("PUT", "/releases/rel-1/artifacts/m4-0", MULTIPART, "revoked", False, 401),
+    ("PUT", "/releases/rel-1/artifacts/m4-0", MULTIPART, "viewer", False, 403),
+    ("PUT", "/releases/rel-1/artifacts/m4-0", MULTIPART, "operator", True, 403),
+    ("POST", "/no-such-route", JSON, None, False, 401),
 ]
 UNAUTHENTICATED_IDS = [
     "json-200MB-no-token-content-length",
@@ -131,34 +133,42 @@ UNAUTHENTICATED_IDS = [
     "upload-200MB-no-token-content-length",
     "upload-200MB-no-token-chunked",
     "upload-200MB-revoked-token-chunked",
+    "upload-200MB-viewer-token-chunked",
+    "upload-200MB-operator-token-content-length",
     "unknown-route-200MB-no-token",
 ]
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "content_type", "authorization", "declared"),
+    ("method", "path", "content_type", "authorization", "declared", "status"),
     UNAUTHENTICATED,
     ids=UNAUTHENTICATED_IDS,
 )
-def test_unauthenticated_body_is_refused_unread(
+def test_unentitled_body_is_refused_unread(
     world: tuple[ApiWorld, Api],
     method: str,
     path: str,
     content_type: str,
     authorization: str | None,
     declared: bool,
+    status: int,
 ) -> None:
     w, _ = world
     headers = {"content-type": content_type}
     if authorization == "revoked":
         authorization = f"Bearer {_revoked(w)}"
+    elif authorization in ("viewer", "operator"):
+        authorization = f"Bearer {w.tokens[Role(authorization)]}"
     if authorization is not None:
         headers["authorization"] = authorization
     headers.update({"content-length": str(BIG)} if declared else {"transfer-encoding": "chunked"})
     reply = call(w.app, method, path, headers, BIG)
-    assert reply.status == 401, reply.body[:300]
-    assert reply.problem()["code"] == "unauthorized"
-    assert reply.headers.get("www-authenticate") == "Bearer"
+    assert reply.status == status, reply.body[:300]
+    if status == 403:  # authenticated, but may not upload
+        assert reply.problem()["code"] == "forbidden"
+    else:
+        assert reply.problem()["code"] == "unauthorized"
+        assert reply.headers.get("www-authenticate") == "Bearer"
     assert reply.read == 0
 
 
