@@ -9,8 +9,9 @@ Invariants:
 - A sequence number fits a signed 64-bit integer (both SQL backends store them so).
 - A time is timezone-aware and stays inside the calendar once converted to UTC (0001-01-01 with
   a positive offset does not); it is handed on in UTC.
-- A free-form JSON object is at most `MAX_JSON_DEPTH` containers deep and holds at most
-  `MAX_JSON_NODES` values; it is checked iteratively (a check must not recurse either).
+- A free-form JSON object is at most `MAX_JSON_DEPTH` containers deep, holds at most
+  `MAX_JSON_NODES` values and no NUL in any string (PostgreSQL's JSONB refuses \u0000); it is
+  checked iteratively (a check must not recurse either).
 """
 
 from __future__ import annotations
@@ -79,9 +80,13 @@ def check_json(value: Any, *, where: str = "value") -> Any:
         nodes += 1
         if nodes > MAX_JSON_NODES:
             raise ValueError(f"{where} holds more than {MAX_JSON_NODES} values")
+        if isinstance(item, str) and "\x00" in item:
+            raise ValueError(f"{where} holds a NUL character (\\u0000)")
         if isinstance(item, dict | list):
             if depth > MAX_JSON_DEPTH:
                 raise ValueError(f"{where} is nested deeper than {MAX_JSON_DEPTH} levels")
+            if isinstance(item, dict):
+                stack.extend((key, depth + 1) for key in item)
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
     return value

@@ -94,8 +94,8 @@ def upload_artifact(
         detail = f"metadata is not JSON: {exc}"
         raise ApiProblem(422, "invalid", detail, errors=[_meta("not JSON")]) from exc
     except (ValueError, RecursionError) as exc:
-        detail = f"metadata is nested too deeply or too large: {exc or 'too deep'}"
-        raise ApiProblem(422, "invalid", detail, errors=[_meta("too deep")]) from None
+        reason = str(exc) or "metadata is nested too deeply"
+        raise ApiProblem(422, "invalid", reason, errors=[_meta(reason)]) from None
     if not isinstance(sidecar, dict):
         raise ApiProblem(422, "invalid", "metadata must be a JSON object", errors=[_meta("object")])
     view = service.add_artifact(release_id, core, _chunks(file.file), sidecar, token.name)

@@ -1,5 +1,6 @@
-"""The whole HTTP API over SQLite (where out-of-range numbers and dates used to overflow), with
-the telemetry router and the real release service, for the attack tables."""
+"""The whole HTTP API over SQL storage (SQLite, where out-of-range numbers and dates used to
+overflow, or PostgreSQL), with the telemetry router and the real release service, for the
+attack tables."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ from tests.unit.releases._world import ReleaseWorld
 
 
 @contextmanager
-def full_api(tmp_path: Path, limits: ApiLimits | None = None) -> Iterator[tuple[ApiWorld, Api]]:
-    url = f"sqlite:///{tmp_path / 'api.db'}"
+def full_api(
+    tmp_path: Path, limits: ApiLimits | None = None, *, url: str | None = None
+) -> Iterator[tuple[ApiWorld, Api]]:
+    """The app over SQLite in `tmp_path`, or over the database at `url`."""
+    url = url or f"sqlite:///{tmp_path / 'api.db'}"
     upgrade(url)
     storage = SqlStorage(url)
     with ExitStack() as stack:

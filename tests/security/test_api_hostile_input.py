@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from service.storage import Role
+from service.storage import Release, Role
+from tests.contract.storage.pg import postgres_server, scratch_database
 from tests.integration.api._api import PROBLEM, Api, ApiWorld
 from tests.security._api_world import full_api
 
@@ -101,6 +103,15 @@ ROWS: list[tuple[str, str, dict[str, Any], int]] = [
     ("PUT", "/groups/g1", {"json": _group(" and ".join(["(tags.a=1 or (tags.b=2"] * 60))}, 422),
     ("PUT", "/groups/g1", {"json": _group("hardware_id=" + "x" * 5000)}, 422),
     ("PUT", "/groups/g1", {"json": _group("tags.site=oslo\nx")}, 422),
+    ("PUT", "/releases/rel-1/artifacts/m4-0", _upload('{"kind": "model", "n": "a\\u0000"}'), 422),
+    ("POST", "/rollouts", {"json": _rollout(gate={"a\x00": 1})}, 422),
+    (
+        "POST",
+        "/releases",
+        {"json": {"id": "r", "hardware_ids": ["x"], "counter": 1, "description": "a\x00b"}},
+        422,
+    ),
+    ("POST", "/rollouts/r1/commands", {"json": {"command": "pause", "reason": "a\x00"}}, 422),
 ]
 IDS = [
     "after_seq-beyond-64-bits",
@@ -141,17 +152,34 @@ IDS = [
     "selector-nested-or-expressions",
     "selector-5000-characters",
     "selector-with-newline",
+    "metadata-nul-in-a-string",
+    "gate-nul-in-a-key",
+    "release-description-nul",
+    "command-reason-nul",
 ]
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ApiWorld, Api]]:
+def pg_admin() -> Iterator[str | None]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def api(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ApiWorld, Api]]:
     tmp: Path = tmp_path_factory.mktemp("hostile")
-    with full_api(tmp) as (world, api):
+    with ExitStack() as stack:
+        url = None
+        if request.param == "postgresql":
+            admin = request.getfixturevalue("pg_admin")
+            if admin is None:
+                pytest.skip("no PostgreSQL server and no initdb to start one")
+            url = stack.enter_context(scratch_database(admin))
+        world, api = stack.enter_context(full_api(tmp, url=url))
         world.seed_devices(2)
         with world.storage.begin() as uow:
-            from service.storage import Release
-
             uow.releases.create(Release("rel-0", 1, ("mt3620",), {}, world.clock(), "alice"))
         signer = world.tokens[Role.RELEASE_SIGNER]
         body = {"id": "rel-1", "hardware_ids": ["mt3620"], "counter": 2}
