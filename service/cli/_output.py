@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import sys
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -49,11 +50,18 @@ def printable(text: str, *, keep: str = "") -> str:
 
 
 class SafeConsole(Console):
-    """A rich console whose strings show control characters escaped (newlines and tabs kept:
-    the CLI's own messages use them)."""
+    """A rich console that shows control characters escaped (newlines and tabs kept: the CLI's
+    own messages use them): in strings before markup is parsed, and in every text segment of
+    what is written (so `Text` objects built elsewhere are covered too). Rich's own control
+    segments (cursor moves of a progress display) and styles pass untouched."""
 
     def render_str(self, text: str, **kwargs: Any) -> Text:
         return super().render_str(printable(text, keep="\n\t"), **kwargs)
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        return super()._render_buffer(
+            s if s.control else Segment(printable(s.text, keep="\n\t"), s.style) for s in buffer
+        )
 
 
 console = SafeConsole()
