@@ -38,6 +38,7 @@ from device_agent.target_source import HttpTargetSource, TargetSource
 from infra._relay import Relay
 from infra.hub import BackgroundHub, provision_device
 from infra.simdevice import CoreSpec, QueryFetcher, SimulatedDevice
+from signing.device_ids import device_segment
 from signing.files import atomic_write
 
 __all__ = ["DeviceIdentity", "Fleet", "FleetError", "FleetOptions", "parse_groups"]
@@ -201,7 +202,7 @@ class Fleet:
         identity = DeviceIdentity(
             device_id, group, provisioned.connection_string, (2 * index, 2 * index + 1)
         )
-        folder = self.data_dir / device_id
+        folder = self.data_dir / device_segment(device_id)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(folder / "identity.json", identity.to_json().encode())
         return identity
@@ -280,7 +281,7 @@ class Fleet:
             device_id=device_id,
             hardware_id=self.options.hardware_id,
             profile=self.options.profile,
-            state_dir=self.data_dir / device_id,
+            state_dir=self.data_dir / device_segment(device_id),
             image_root=self._roots[0],
             director_root=self._roots[1],
             connection=ConnectionString.parse(identity.connection_string),

@@ -33,6 +33,7 @@ __all__ = [
     "QueryName",
     "SeqAfter",
     "authenticate_header",
+    "ensure_role",
     "get_context",
     "require",
 ]
@@ -80,6 +81,17 @@ def authenticate_header(context: ApiContext, authorization: str | None) -> ApiTo
     The body guard calls it before a request's body is read."""
     scheme, _, secret = (authorization or "").partition(" ")
     return _authenticate(secret.strip() if scheme.lower() == "bearer" else None, context)
+
+
+def ensure_role(token: ApiToken, role: Role, why: str) -> None:
+    """Refuse (403) a request that needs more than its route's role, e.g. an operator route
+    whose body touches a production group (only an admin may)."""
+    if ROLE_RANK[token.role] < ROLE_RANK[role]:
+        raise ApiProblem(
+            403,
+            "forbidden",
+            f"token {token.name!r} has role {token.role.value!r}; {why} needs {role.value!r}",
+        )
 
 
 def require(role: Role) -> Callable[..., ApiToken]:

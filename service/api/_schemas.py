@@ -76,6 +76,7 @@ class DeviceOut(BaseModel):
     tags: dict[str, str]
     reported: dict[str, Any]
     last_seen: datetime | None
+    online: bool = Field(description="seen in the last 5 minutes, by the service's clock")
     created_at: datetime
     cores: list[CoreOut]
     release: str | None = Field(description="the installed release, as the device reports it")
@@ -200,6 +201,7 @@ class RetryIn(BaseModel):
     max_retries: int = 2
     backoff_base_seconds: float = 60
     backoff_cap_seconds: float = 6 * 3600
+    offer_timeout_seconds: float = 86400
 
 
 class RateIn(BaseModel):
@@ -210,6 +212,17 @@ class RateIn(BaseModel):
     every: int = 1000
     increase_on: Literal["notified", "succeeded"] = "succeeded"
     max_per_minute: int = 1000
+
+
+class DeadlinesIn(BaseModel):
+    """No stage waits for ever: after its soak and confirm grace, a stage has `decide_seconds`
+    to get its confirmations and PASS; then (or at once, when it can no longer succeed) the
+    rollout takes `action`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decide_seconds: float = 3600
+    action: Literal["pause", "abort", "rollback"] = "pause"
 
 
 class WindowIn(BaseModel):
@@ -231,6 +244,7 @@ class RolloutIn(BaseModel):
     failure: FailureIn = Field(default_factory=FailureIn)
     retry: RetryIn = Field(default_factory=RetryIn)
     rate: RateIn = Field(default_factory=RateIn)
+    deadlines: DeadlinesIn = Field(default_factory=DeadlinesIn)
     start_at: AwareTime | None = None
     windows: list[WindowIn] = Field(default_factory=list, max_length=100)
     gate: JsonObject | None = None

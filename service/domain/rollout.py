@@ -6,7 +6,9 @@
             next stage: RUNNING | WAITING_WINDOW,  or AWAITING_APPROVAL ─Approve─▶ next stage,
             or COMPLETED after the last stage;   NextStage forces the advance from any of them
     failure threshold or a FAIL gate ─▶ PAUSED | ABORTED | ROLLING_BACK (spec.failure.action)
+    a stalled stage ─▶ PAUSED | ABORTED | ROLLING_BACK (spec.deadlines.action)
     Pause ─▶ PAUSED ─Resume─▶ SCHEDULED | RUNNING | WAITING_WINDOW     Abort ─▶ ABORTED
+    PAUSED ─NextStage─▶ the next stage (the operator moves past a stall)
     Rollback ─▶ ROLLING_BACK ─RollbackPlanned, Tick(every rollback job finished)─▶ ROLLED_BACK
 
 The engine's loop, in one database transaction per rollout:
@@ -26,14 +28,24 @@ Invariants:
   pair raises `InvalidTransitionError` naming both, and a handler cannot leave its listed targets.
 - A production rollout leaves DRAFT only with approvals from two distinct operators (the one who
   starts it counts); otherwise `ApprovalRequiredError`.
+- No forward offer reaches a production device (`Candidate.production`, decided per device at
+  every offer, whatever the spec says) without approvals from two distinct operators: the
+  decision offers nothing, pauses the rollout (from COMPLETED too) and asks for approval; the
+  jobs stay PENDING. Approve while PAUSED records an approver, and so does Resume.
 - Offers (`WriteDirector` then `OfferRelease`, per device) are emitted only in RUNNING, SOAKING,
   AWAITING_APPROVAL, COMPLETED (to devices that joined the group later) and ROLLING_BACK; forward
   offers only while a maintenance window is open; each device at most once per decision; never
   more than the rate allows in any 60 seconds.
-- The stage index only grows, and only by one step at a time; COMPLETED, ROLLED_BACK are final,
-  and ABORTED and COMPLETED can only go on to ROLLING_BACK.
+- The stage index only grows, and only by one step at a time; ROLLED_BACK is final, ABORTED
+  can only go on to ROLLING_BACK, and COMPLETED only to ROLLING_BACK or (a production device
+  joined without approval) PAUSED.
 - Failures are counted over the stages started so far, from the last Resume on: Resume
   acknowledges the failures seen before it (so a paused rollout does not trip again at once).
+- No stage waits for ever (DeadlinePolicy): a stage whose open devices (confirmed, soaking, in
+  progress, pending) are fewer than its success threshold stalls at once; a soaking stage stalls
+  once `deadlines.decide` has passed after its soak and confirm grace (or after the last Resume)
+  without the confirmations or the PASS it needs. A stall takes `deadlines.action` and says what
+  was missing in `reason` and a "stalled-<action>" notification.
 - `decide` is deterministic: the same inputs give the same decision, so replaying after a crash
   before commit repeats exactly the same offers and commands.
 """
@@ -124,6 +136,7 @@ class Rollout:
     rollback_jobs: int | None = None  # set by RollbackPlanned
     reason: str = ""  # why it paused, aborted or rolled back
     started_at: datetime | None = None
+    resumed_at: datetime | None = None  # restarts the stage's decide deadline
     version: int = 0
 
 
@@ -191,13 +204,18 @@ TRANSITIONS: Mapping[RolloutState, Mapping[type[RolloutEvent], frozenset[Rollout
         GateResult: _TRIPPED | {R.AWAITING_APPROVAL},
     },
     R.PAUSED: {
+        Approve: frozenset({R.PAUSED}),
         Resume: _ENTRY,
+        NextStage: _FORCED,
         Abort: frozenset({R.ABORTED}),
         Rollback: frozenset({R.ROLLING_BACK}),
         GateResult: frozenset({R.PAUSED}),
         Tick: frozenset({R.PAUSED}),
     },
-    R.COMPLETED: {Rollback: frozenset({R.ROLLING_BACK}), Tick: frozenset({R.COMPLETED})},
+    R.COMPLETED: {
+        Rollback: frozenset({R.ROLLING_BACK}),
+        Tick: frozenset({R.COMPLETED, R.PAUSED}),  # PAUSED: a production joiner needs approval
+    },
     R.ABORTED: {Rollback: frozenset({R.ROLLING_BACK}), Tick: frozenset({R.ABORTED})},
     R.ROLLING_BACK: {
         RollbackPlanned: frozenset({R.ROLLING_BACK}),
@@ -229,11 +247,11 @@ def _started(rollout: Rollout, summary: JobsSummary) -> StageFigures:
     return sum(summary.stages[: rollout.stage + 1], _EMPTY)
 
 
-def _trip(rollout: Rollout, action: FailureAction, reason: str) -> _Step:
+def _trip(rollout: Rollout, action: FailureAction, reason: str, kind: str = "failure") -> _Step:
     rollout_id, previous = rollout.spec.rollout_id, rollout.spec.previous_release_id
     if action is FailureAction.ROLLBACK and previous is None:
         action, reason = FailureAction.PAUSE, f"{reason} (no previous release to roll back to)"
-    notify = _notify(rollout, f"failure-{action.value}", reason)
+    notify = _notify(rollout, f"{kind}-{action.value}", reason)
     if action is FailureAction.PAUSE:
         return replace(rollout, state=R.PAUSED, reason=reason), [notify]
     if action is FailureAction.ABORT:
@@ -247,7 +265,7 @@ def _trip(rollout: Rollout, action: FailureAction, reason: str) -> _Step:
 def _advance(rollout: Rollout, now: datetime, why: str) -> _Step:
     if rollout.stage + 1 >= len(rollout.spec.stages):
         return replace(rollout, state=R.COMPLETED), [_notify(rollout, "completed", why)]
-    nxt = replace(rollout, stage=rollout.stage + 1, soak_until=None, gate=None)
+    nxt = replace(rollout, stage=rollout.stage + 1, soak_until=None, gate=None, resumed_at=None)
     name = rollout.spec.stages[nxt.stage].name
     return _entry(nxt, now), [_notify(rollout, "stage-started", f"stage {name}: {why}")]
 
@@ -263,6 +281,35 @@ def _failure(rollout: Rollout, summary: JobsSummary) -> str | None:
             f"{policy.threshold_percent:g}% threshold"
         )
     return None
+
+
+def _stalled(rollout: Rollout, stage: StageFigures, now: datetime) -> str | None:
+    """Why the current stage can no longer succeed, or has waited past its decide deadline."""
+    spec = rollout.spec
+    name, needed = spec.stages[rollout.stage].name, spec.success.threshold_percent
+    open_ = stage.confirmed + stage.soaking + stage.in_progress + stage.pending
+    if stage.total and stage.percent(open_) < needed:
+        return (
+            f"stage {name} cannot succeed: {stage.confirmed} of {stage.total} devices confirmed "
+            f"and {open_ - stage.confirmed} still open, {stage.failed} failed "
+            f"(success needs {needed:g}% confirmed)"
+        )
+    if rollout.state is not R.SOAKING or rollout.soak_until is None:
+        return None
+    start = rollout.soak_until + spec.retry.confirm_grace
+    if rollout.resumed_at is not None and rollout.resumed_at > start:
+        start = rollout.resumed_at
+    if now < start + spec.deadlines.decide:
+        return None
+    missing = []
+    if stage.percent(stage.confirmed) < needed:
+        missing.append(f"{stage.confirmed} of {stage.total} devices confirmed (needs {needed:g}%)")
+    if spec.success.require_gate and rollout.gate is not Verdict.PASS:
+        missing.append(f"health gate {rollout.gate.value if rollout.gate else 'not judged'}")
+    if not missing:
+        return None
+    waited = int(spec.deadlines.decide.total_seconds())
+    return f"stage {name} stalled {waited}s past its soak: " + "; ".join(missing)
 
 
 def offer_budget(rollout: Rollout, stages: Sequence[StageFigures], now: datetime) -> int:
@@ -292,12 +339,37 @@ def _offer(rollout: Rollout, summary: JobsSummary, now: datetime) -> _Step:
         return rollout, []
     assert release is not None  # ROLLING_BACK is reached only with a previous release
     chosen = select_offers(summary.candidates, offer_budget(rollout, summary.stages, now))
+    if rollout.state is not R.ROLLING_BACK and (held := _production_hold(rollout, chosen)):
+        return held
     commands: list[Command] = []
     for candidate in chosen:
         wid = workflow_id(spec.rollout_id, release, candidate.next_attempt)
         commands.append(WriteDirector(candidate.device_id, release))
         commands.append(OfferRelease(spec.rollout_id, candidate.device_id, release, wid))
     return replace(rollout, ledger=rollout.ledger.record(now, len(chosen))), commands
+
+
+def _production_hold(rollout: Rollout, chosen: Sequence[Candidate]) -> _Step | None:
+    """The two-person rule at the offer: a device in a production group gets a release only
+    once two distinct operators approved the rollout, whatever its group's flag said when it
+    was created (the flag can change, and groups overlap). Otherwise offer nothing and pause."""
+    if len(rollout.approvals) >= 2:
+        return None
+    production = sorted(c.device_id for c in chosen if c.production)
+    if not production:
+        return None
+    shown = ", ".join(production[:3]) + (
+        f" and {len(production) - 3} more" if len(production) > 3 else ""
+    )
+    reason = (
+        f"production devices ({shown}) need approvals from 2 distinct operators; "
+        f"has {', '.join(sorted(rollout.approvals)) or 'none'}: approve, then resume"
+    )
+    paused = replace(rollout, state=R.PAUSED, reason=reason)
+    return paused, [
+        RequestApproval(rollout.spec.rollout_id, rollout.stage, reason),
+        _notify(rollout, "approval-required", reason),
+    ]
 
 
 def _tick(rollout: Rollout, event: Tick, summary: JobsSummary, now: datetime) -> _Step:
@@ -326,6 +398,8 @@ def _tick(rollout: Rollout, event: Tick, summary: JobsSummary, now: datetime) ->
     if reason := _failure(rollout, summary):
         return _trip(rollout, spec.failure.action, reason)
     stage, success = summary.stages[rollout.stage], spec.success
+    if state is not R.AWAITING_APPROVAL and (reason := _stalled(rollout, stage, now)):
+        return _trip(rollout, spec.deadlines.action, reason, kind="stalled")
     commands: list[Command] = []
     if state in _LIVE:
         if stage.percent(stage.soaking + stage.confirmed) >= success.threshold_percent:
@@ -366,7 +440,7 @@ def _start(rollout: Rollout, event: Start, summary: JobsSummary, now: datetime) 
 
 
 def _approve(rollout: Rollout, event: Approve, summary: JobsSummary, now: datetime) -> _Step:
-    if rollout.state is R.DRAFT:
+    if rollout.state in (R.DRAFT, R.PAUSED):
         return replace(rollout, approvals=rollout.approvals | {event.operator}), []
     return _advance(rollout, now, f"approved by {event.operator}")
 
@@ -377,10 +451,19 @@ def _pause(rollout: Rollout, event: Pause, summary: JobsSummary, now: datetime) 
     ]
 
 
-def _resume(rollout: Rollout, event: Resume, summary: JobsSummary, now: datetime) -> _Step:
+def _acknowledged(rollout: Rollout, summary: JobsSummary) -> Rollout:
+    """The failures seen so far are known to the operator: count only later ones."""
     started = _started(rollout, summary)
-    acknowledged = replace(
+    return replace(
         rollout, baseline_failed=started.failed, baseline_finished=started.finished, reason=""
+    )
+
+
+def _resume(rollout: Rollout, event: Resume, summary: JobsSummary, now: datetime) -> _Step:
+    acknowledged = replace(
+        _acknowledged(rollout, summary),
+        approvals=rollout.approvals | {event.operator},  # as Start: the one who resumes counts
+        resumed_at=now,
     )
     return _entry(acknowledged, now), [_notify(rollout, "resumed", f"by {event.operator}")]
 
@@ -400,6 +483,8 @@ def _rollback(rollout: Rollout, event: Rollback, summary: JobsSummary, now: date
 
 
 def _next_stage(rollout: Rollout, event: NextStage, summary: JobsSummary, now: datetime) -> _Step:
+    if rollout.state is R.PAUSED:  # moving past a stall: the failures seen so far are known
+        rollout = _acknowledged(rollout, summary)
     return _advance(rollout, now, f"forced by {event.operator}")
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "MAX_RATE_PER_MINUTE",
     "MAX_STAGES",
     "Advance",
+    "DeadlinePolicy",
     "FailureAction",
     "FailurePolicy",
     "IncreaseOn",
@@ -124,6 +125,24 @@ class FailurePolicy:
 
 
 @dataclass(frozen=True)
+class DeadlinePolicy:
+    """A stage never waits for ever: when it can no longer reach its success threshold (too many
+    of its devices finished without confirming), or when `decide` has passed after its soak and
+    confirm grace without the confirmations or the PASS verdict it needs, the rollout takes
+    `action` and says why (pause asks a human; abort and rollback end it)."""
+
+    decide: timedelta = timedelta(hours=1)
+    action: FailureAction = FailureAction.PAUSE
+
+    def __post_init__(self) -> None:
+        _check(
+            timedelta(seconds=1) <= self.decide <= timedelta(days=7),
+            "deadlines.decide",
+            "must be 1 second..7 days",
+        )
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """Per-device timeout and retries with exponential back-off."""
 
@@ -132,9 +151,15 @@ class RetryPolicy:
     max_retries: int = 2
     backoff_base: timedelta = timedelta(minutes=1)
     backoff_cap: timedelta = timedelta(hours=6)
+    offer_timeout: timedelta = timedelta(days=1)  # an offer no progress report answered
 
     def __post_init__(self) -> None:
         week = timedelta(days=7)
+        _check(
+            timedelta(minutes=1) <= self.offer_timeout <= timedelta(days=30),
+            "retry.offer_timeout",
+            "must be 1 minute..30 days",
+        )
         _check(
             timedelta(minutes=1) <= self.in_progress_timeout <= week,
             "retry.in_progress_timeout",
@@ -217,6 +242,7 @@ class RolloutSpec:
     failure: FailurePolicy = field(default_factory=FailurePolicy)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     rate: RatePolicy = field(default_factory=RatePolicy)
+    deadlines: DeadlinePolicy = field(default_factory=DeadlinePolicy)
     start_at: datetime | None = None
     windows: tuple[MaintenanceWindow, ...] = ()
     gate: GatePolicy | None = None  # one health-gate policy for every stage (telemetry judges)
@@ -242,6 +268,12 @@ class RolloutSpec:
             self.failure.action is not FailureAction.ROLLBACK
             or self.previous_release_id is not None,
             "failure.action",
+            "rollback needs previous_release_id",
+        )
+        _check(
+            self.deadlines.action is not FailureAction.ROLLBACK
+            or self.previous_release_id is not None,
+            "deadlines.action",
             "rollback needs previous_release_id",
         )
         if self.start_at is not None:

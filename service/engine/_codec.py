@@ -93,6 +93,7 @@ def rollout_to_record(
         "rollback_jobs": rollout.rollback_jobs,
         "reason": rollout.reason,
         "started_at": _time(rollout.started_at),
+        "resumed_at": _time(rollout.resumed_at),
         "version": rollout.version,
         "plan_bounds": [str(bound) for bound in plan.bounds],
         "planned_devices": plan.planned_devices,
@@ -123,6 +124,7 @@ def rollout_from_record(record: RolloutRecord) -> tuple[Rollout, StagePlan]:
         rollback_jobs=d["rollback_jobs"],
         reason=str(d["reason"]),
         started_at=_parse_time(d["started_at"]),
+        resumed_at=_parse_time(d.get("resumed_at")),  # absent in rows written before it
         version=int(d["version"]),
     )
     plan = StagePlan(

@@ -7,9 +7,11 @@
  "success": {"threshold_percent": 95, "advance": "auto", "require_gate": false},
  "failure": {"threshold_percent": 10, "min_devices": 3, "action": "pause"},
  "retry": {"in_progress_timeout_seconds": 3600, "confirm_grace_seconds": 3600, "max_retries": 2,
-           "backoff_base_seconds": 60, "backoff_cap_seconds": 21600},
+           "backoff_base_seconds": 60, "backoff_cap_seconds": 21600,
+           "offer_timeout_seconds": 86400},
  "rate": {"base_per_minute": 100, "factor": 2.0, "every": 1000, "increase_on": "succeeded",
           "max_per_minute": 1000},
+ "deadlines": {"decide_seconds": 3600, "action": "pause"},
  "start_at": "2026-11-26T08:00:00+00:00", "windows": [{"cron": "0 2 * * *",
  "duration_minutes": 120}], "gate": {"stage": "all", ...GatePolicy.to_dict()}}
 ```
@@ -33,6 +35,7 @@ from service.domain.errors import SpecError
 from service.domain.gates import GateError, GatePolicy
 from service.domain.spec import (
     Advance,
+    DeadlinePolicy,
     FailureAction,
     FailurePolicy,
     IncreaseOn,
@@ -57,6 +60,7 @@ _TOP = frozenset(
         "failure",
         "retry",
         "rate",
+        "deadlines",
         "start_at",
         "windows",
         "gate",
@@ -72,9 +76,11 @@ _RETRY = frozenset(
         "max_retries",
         "backoff_base_seconds",
         "backoff_cap_seconds",
+        "offer_timeout_seconds",
     }
 )
 _RATE = frozenset({"base_per_minute", "factor", "every", "increase_on", "max_per_minute"})
+_DEADLINES = frozenset({"decide_seconds", "action"})
 _WINDOW = frozenset({"cron", "duration_minutes"})
 _MISSING: Any = object()
 
@@ -245,9 +251,10 @@ def spec_from_document(
     f = r.section("failure", _FAILURE)
     t = r.section("retry", _RETRY)
     q = r.section("rate", _RATE)
+    d = r.section("deadlines", _DEADLINES)
     gate = _gate(r.raw("gate", None))
     try:
-        spec = _build(r, s, f, t, q, stages, windows, gate, production, rollout_id)
+        spec = _build(r, s, f, t, q, d, stages, windows, gate, production, rollout_id)
     except SpecError as exc:
         name = _RENAMED.get(exc.field, exc.field)
         if name == exc.field:
@@ -265,6 +272,8 @@ _RENAMED = {
     "retry.confirm_grace": "retry.confirm_grace_seconds",
     "retry.backoff_base": "retry.backoff_base_seconds",
     "retry.backoff_cap": "retry.backoff_cap_seconds",
+    "retry.offer_timeout": "retry.offer_timeout_seconds",
+    "deadlines.decide": "deadlines.decide_seconds",
 }
 
 
@@ -274,6 +283,7 @@ def _build(
     f: _Reader,
     t: _Reader,
     q: _Reader,
+    d: _Reader,
     stages: list[Stage],
     windows: list[MaintenanceWindow],
     gate: GatePolicy | None,
@@ -281,6 +291,7 @@ def _build(
     rollout_id: str | None,
 ) -> RolloutSpec:
     success, failure, retry, rate = SuccessPolicy(), FailurePolicy(), RetryPolicy(), RatePolicy()
+    deadlines = DeadlinePolicy()
     return RolloutSpec(
         rollout_id=rollout_id if rollout_id is not None else r.text("id"),
         release_id=r.text("release_id"),
@@ -304,6 +315,7 @@ def _build(
             t.integer("max_retries", retry.max_retries),
             t.seconds("backoff_base_seconds", retry.backoff_base),
             t.seconds("backoff_cap_seconds", retry.backoff_cap),
+            t.seconds("offer_timeout_seconds", retry.offer_timeout),
         ),
         rate=RatePolicy(
             q.integer("base_per_minute", rate.base_per_minute),
@@ -311,6 +323,10 @@ def _build(
             q.integer("every", rate.every),
             q.choice("increase_on", IncreaseOn, rate.increase_on.value),
             q.integer("max_per_minute", rate.max_per_minute),
+        ),
+        deadlines=DeadlinePolicy(
+            d.seconds("decide_seconds", deadlines.decide),
+            d.choice("action", FailureAction, deadlines.action.value),
         ),
         start_at=_start_at(r),
         windows=tuple(windows),
@@ -358,6 +374,7 @@ def spec_to_document(spec: RolloutSpec) -> dict[str, Any]:
             "max_retries": spec.retry.max_retries,
             "backoff_base_seconds": _secs(spec.retry.backoff_base),
             "backoff_cap_seconds": _secs(spec.retry.backoff_cap),
+            "offer_timeout_seconds": _secs(spec.retry.offer_timeout),
         },
         "rate": {
             "base_per_minute": spec.rate.base_per_minute,
@@ -365,6 +382,10 @@ def spec_to_document(spec: RolloutSpec) -> dict[str, Any]:
             "every": spec.rate.every,
             "increase_on": spec.rate.increase_on.value,
             "max_per_minute": spec.rate.max_per_minute,
+        },
+        "deadlines": {
+            "decide_seconds": _secs(spec.deadlines.decide),
+            "action": spec.deadlines.action.value,
         },
         "start_at": spec.start_at.isoformat() if spec.start_at is not None else None,
         "windows": [

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.clock_shift import wrap_command
 from service.blobs import (
     AzureBlobStore,
     BlobServer,
@@ -64,18 +65,20 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     location = tmp_path_factory.mktemp("azurite")
     port = _free_port()
     process = subprocess.Popen(
-        [
-            str(AZURITE),
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            str(port),
-            "--location",
-            str(location),
-            "--skipApiVersionCheck",
-            "--disableTelemetry",  # it would otherwise call out to Application Insights
-            "--silent",
-        ],
+        wrap_command(  # Node cannot take the in-process clock shift: libfaketime moves it
+            [
+                str(AZURITE),
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(port),
+                "--location",
+                str(location),
+                "--skipApiVersionCheck",
+                "--disableTelemetry",  # it would otherwise call out to Application Insights
+                "--silent",
+            ]
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env={**os.environ, "NODE_NO_WARNINGS": "1"},

@@ -1,12 +1,15 @@
 """Releases published into real blob stores and installed as a device would: the agent's
 python-tuf fetcher and HTTP Range target source over the filesystem store's signed URLs (SQLite
-storage), and over Azurite's SAS URLs, with the repositories in a container of their own."""
+storage), and over Azurite's SAS URLs, with the repositories in a container of their own.
+
+The device checks expiry against the wall clock (python-tuf reads it itself), so every world here
+signs on one clock that starts at the wall clock's now: the tests pass on any date."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -28,7 +31,7 @@ from signing.device import DeviceIdentity, DeviceVerifier, VerifiedRelease
 from signing.stream import VerifiedDigest
 from tests.contract.blobs.conftest import Azurite
 from tests.unit.releases._models import PREBUILT
-from tests.unit.releases._world import ReleaseWorld, upload
+from tests.unit.releases._world import Clock, ReleaseWorld, upload
 
 KEY = b"r" * 32
 TTL = timedelta(minutes=10)
@@ -43,7 +46,10 @@ def served(tmp_path: Path) -> Iterator[tuple[ReleaseWorld, BlobServer]]:
         blobs = FilesystemBlobStore(tmp_path / "blobs", server.signer(), time.time)
         server.start(blobs)
         try:
-            yield ReleaseWorld(tmp_path, blobs=blobs, storage=storage), server
+            yield (
+                ReleaseWorld(tmp_path, blobs=blobs, storage=storage, clock=Clock.from_wall()),
+                server,
+            )
         finally:
             storage.close()
 
@@ -62,7 +68,7 @@ def device(world: ReleaseWorld, urls: PublicationUrls, device_id: str = "dev-1")
         world.tmp / "devices" / device_id,
         image_root=world.trust.image().root_bytes(),
         director_root=world.trust.director().root_bytes(),
-        fetcher=QueryFetcher(urls.query),
+        fetcher=QueryFetcher(urls.query_for(device_id)),
         image_url=urls.image_url,
         director_url=urls.director_url_for(device_id),
     )
@@ -88,7 +94,7 @@ def test_a_device_installs_a_published_release_over_signed_urls(
     world, server = served
     publish_release(world.service)
     director = SigningDirector(world.trust.director())
-    director.assign("dev-1", "mt3620", "r1", datetime.now(UTC))
+    director.assign("dev-1", "mt3620", "r1", world.clock())
     urls = publication_urls(world.blobs, TTL)
     assert urls.image_url.startswith(server.url)
     EngineConfig(urls.image_url, urls.director_url, urls.targets_url)  # what the runtime wires
@@ -130,7 +136,7 @@ def test_a_new_assignment_reaches_the_device_through_the_blob_store(
     urls = publication_urls(world.blobs, TTL)
     verifier = device(world, urls)
     for release_id in ("r1", "r2"):
-        director.assign("dev-1", "mt3620", release_id, datetime.now(UTC))
+        director.assign("dev-1", "mt3620", release_id, world.clock())
         assert install(verifier, urls).release_id == release_id
     assert verifier.check() is None
 
@@ -157,9 +163,9 @@ def test_publication_on_azurite_with_a_repository_container(
 ) -> None:
     drafts: BlobStore = azurite.store()
     repositories: BlobStore = azurite.store()
-    world = ReleaseWorld(tmp_path, blobs=drafts, repo_blobs=repositories)
+    world = ReleaseWorld(tmp_path, blobs=drafts, repo_blobs=repositories, clock=Clock.from_wall())
     publish_release(world.service)
-    SigningDirector(world.trust.director()).assign("dev-1", "mt3620", "r1", datetime.now(UTC))
+    SigningDirector(world.trust.director()).assign("dev-1", "mt3620", "r1", world.clock())
     urls = publication_urls(repositories, TTL)
     assert "sig=" in urls.query and "/repo/" in urls.image_url
     assert install(device(world, urls), urls).release_id == "r1"

@@ -11,6 +11,7 @@ from service.domain.planner import Candidate, StageFigures
 from service.domain.rollout import JobsSummary, Rollout, RolloutState
 from service.domain.spec import (
     Advance,
+    DeadlinePolicy,
     FailureAction,
     FailurePolicy,
     RatePolicy,
@@ -36,6 +37,8 @@ def spec(
     previous: str | None = "rel-1",
     rate: int = 10,
     stages: tuple[Stage, ...] | None = None,
+    deadline_action: FailureAction = FailureAction.PAUSE,
+    threshold: float = 100,
 ) -> RolloutSpec:
     return RolloutSpec(
         rollout_id="r1",
@@ -48,11 +51,12 @@ def spec(
             Stage("canary", count=2, soak=timedelta(hours=1)),
             Stage("rest", percent=100, soak=timedelta(hours=1)),
         ),
-        success=SuccessPolicy(100, advance, require_gate),
+        success=SuccessPolicy(threshold, advance, require_gate),
         failure=FailurePolicy(10, 2, action),
         rate=RatePolicy(base_per_minute=rate, max_per_minute=rate),
         start_at=start_at,
         windows=windows,
+        deadlines=DeadlinePolicy(action=deadline_action),
     )
 
 
@@ -74,11 +78,13 @@ def summary(
     stage1: StageFigures | None = None,
     rollback: StageFigures | None = None,
     candidates: tuple[str, ...] = (),
+    production: frozenset[str] = frozenset(),
 ) -> JobsSummary:
+    """`production`: the candidates the engine found in a production group."""
     return JobsSummary(
         (stage0 or figures(pending=2), stage1 or figures(pending=10)),
         rollback or figures(),
-        tuple(Candidate(device, 1) for device in candidates),
+        tuple(Candidate(device, 1, device in production) for device in candidates),
     )
 
 

@@ -100,10 +100,29 @@ ROWS = [
     _row("paused-rollback", R.PAUSED, Rollback("ann"), R.ROLLING_BACK, [StartRollback, Notify]),
     _row("paused-gate-recorded", R.PAUSED, FAIL, R.PAUSED, []),
     _row("paused-tick", R.PAUSED, Tick(), R.PAUSED, []),
+    _row("paused-approve", R.PAUSED, Approve("bob"), R.PAUSED, []),
+    _row("paused-force-next", R.PAUSED, NextStage("ann"), R.RUNNING, [Notify]),
+    _row(
+        "paused-force-next-no-window",
+        R.PAUSED,
+        NextStage("ann"),
+        R.WAITING_WINDOW,
+        [Notify],
+        windows=CLOSED,
+    ),
+    _row("paused-force-last", R.PAUSED, NextStage("ann"), R.COMPLETED, [Notify], stage=1),
     _row(
         "completed-rollback", R.COMPLETED, Rollback("ann"), R.ROLLING_BACK, [StartRollback, Notify]
     ),
     _row("completed-tick", R.COMPLETED, Tick(), R.COMPLETED, []),
+    _row(
+        "completed-production-joiner",
+        R.COMPLETED,
+        Tick(),
+        R.PAUSED,
+        [RequestApproval, Notify],
+        summary(candidates=("d9",), production=frozenset({"d9"})),
+    ),
     _row("aborted-rollback", R.ABORTED, Rollback("ann"), R.ROLLING_BACK, [StartRollback, Notify]),
     _row("aborted-tick", R.ABORTED, Tick(), R.ABORTED, []),
     _row("rolling-back-planned", R.ROLLING_BACK, RollbackPlanned(3), R.ROLLING_BACK, []),
@@ -201,6 +220,18 @@ for state in _ACTIVE:
             ),
             _row(f"{name}-gate-fail-{action.value}", state, FAIL, target, commands, action=action),
         ]
+        if state is not R.AWAITING_APPROVAL:  # 1 of 11 failed: under the failure threshold,
+            ROWS.append(  # but 100% confirmed can no longer be reached
+                _row(
+                    f"{name}-cannot-succeed-{action.value}",
+                    state,
+                    Tick(),
+                    target,
+                    commands,
+                    summary(figures(confirmed=10, failed=1)),
+                    deadline_action=action,
+                )
+            )
 
 
 @pytest.mark.parametrize(
@@ -309,17 +340,73 @@ def test_soak_must_elapse_before_advancing() -> None:
 
 
 def test_resume_acknowledges_earlier_failures() -> None:
-    paused = apply(rollout(R.RUNNING), Tick(), FAILING, T0).rollout
+    # success at 50%: the stage can still succeed, so only the failure threshold can trip it
+    paused = apply(rollout(R.RUNNING, threshold=50), Tick(), FAILING, T0).rollout
     assert paused.state is R.PAUSED
     resumed = apply(paused, Resume("ann"), FAILING, T0).rollout
-    assert apply(resumed, Tick(), FAILING, T0).rollout.state is R.RUNNING
-    worse = summary(figures(confirmed=1, failed=3))
+    assert apply(resumed, Tick(), FAILING, T0).rollout.state is R.SOAKING
+    worse = summary(figures(confirmed=3, failed=3))
     assert apply(resumed, Tick(), worse, T0).rollout.state is R.PAUSED
 
 
 def test_failures_below_the_minimum_device_count_do_not_trip() -> None:
     one_failure = summary(figures(failed=1, pending=1))
-    assert apply(rollout(R.RUNNING), Tick(), one_failure, T0).rollout.state is R.RUNNING
+    running = rollout(R.RUNNING, threshold=50)
+    assert apply(running, Tick(), one_failure, T0).rollout.state is R.RUNNING
+
+
+# -- stalls: no stage waits for ever -------------------------------------------------------------
+
+
+def test_a_stage_that_cannot_reach_its_threshold_stalls_at_once_and_says_why() -> None:
+    # One failed device, under the failure threshold's minimum: before, the stage ran for ever.
+    one_failure = summary(figures(failed=1, pending=1))
+    decision = apply(rollout(R.RUNNING), Tick(), one_failure, T0)
+    assert decision.rollout.state is R.PAUSED
+    assert decision.rollout.reason.startswith("stage canary cannot succeed: 0 of 2 devices")
+    assert [c.kind for c in decision.commands if isinstance(c, Notify)] == ["stalled-pause"]
+
+
+def test_a_soak_waiting_on_silent_devices_stalls_after_the_decide_deadline() -> None:
+    # One device never confirms: its job would time out, but the stage must not wait on it.
+    waiting = summary(figures(confirmed=1, soaking=1))
+    soaking = rollout(R.SOAKING)  # soak ended a minute before T0; grace and decide: 1 h each
+    due = T0 - timedelta(minutes=1) + timedelta(hours=2)
+    assert apply(soaking, Tick(), waiting, due - timedelta(seconds=1)).rollout.state is R.SOAKING
+    stalled = apply(soaking, Tick(), waiting, due).rollout
+    assert stalled.state is R.PAUSED
+    assert "stage canary stalled" in stalled.reason and "1 of 2 devices confirmed" in stalled.reason
+
+
+def test_a_gate_that_only_waits_stalls_after_the_decide_deadline() -> None:
+    soaking = replace(rollout(R.SOAKING, require_gate=True), gate=Verdict.WAIT)
+    late = T0 + timedelta(hours=2)
+    stalled = apply(soaking, Tick(), SUCCEEDED, late).rollout
+    assert stalled.state is R.PAUSED and "health gate wait" in stalled.reason
+    passed = apply(soaking, GateResult(0, Verdict.PASS), SUCCEEDED, late).rollout
+    assert apply(passed, Tick(), SUCCEEDED, late).rollout.state is R.RUNNING
+
+
+@pytest.mark.parametrize("action", [PAUSE, ABORT, ROLLBACK], ids=lambda a: a.value)
+def test_a_stall_takes_the_specs_deadline_action(action: FailureAction) -> None:
+    one_failure = summary(figures(failed=1, pending=1))
+    decision = apply(rollout(R.RUNNING, deadline_action=action), Tick(), one_failure, T0)
+    target, commands = _TRIP[action]
+    assert decision.rollout.state is target
+    assert [type(c) for c in decision.commands] == commands
+
+
+def test_resume_restarts_the_decide_deadline_and_next_stage_moves_past_a_stall() -> None:
+    waiting = summary(figures(confirmed=1, soaking=1))
+    late = T0 + timedelta(hours=3)
+    stalled = apply(rollout(R.SOAKING), Tick(), waiting, late).rollout
+    resumed = apply(stalled, Resume("ann"), waiting, late).rollout
+    assert resumed.resumed_at == late
+    soaking = replace(resumed, state=R.SOAKING)  # what the resumed stage's next tick finds
+    assert apply(soaking, Tick(), waiting, late + timedelta(minutes=59)).rollout.state is R.SOAKING
+    assert apply(soaking, Tick(), waiting, late + timedelta(hours=1)).rollout.state is R.PAUSED
+    forced = apply(stalled, NextStage("ann"), waiting, late).rollout
+    assert forced.stage == 1 and forced.state is R.RUNNING and forced.reason == ""
 
 
 def test_rollback_waits_for_the_engine_to_plan_it() -> None:

@@ -29,6 +29,12 @@ class Clock:
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
 
+    @classmethod
+    def from_wall(cls) -> Clock:
+        """A clock that starts at the wall clock's now, for worlds where a part reads the wall
+        clock itself (python-tuf checks expiry against the device's real time)."""
+        return cls(datetime.now(UTC).replace(microsecond=0))
+
 
 @dataclass
 class ReleaseWorld:
