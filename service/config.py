@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     eventhub_consumer_group: str = "$Default"
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
+    # The largest JSON request body the API reads (413 past it); uploads have the release budget.
+    api_max_json_body: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     engine_interval: timedelta = Field(
         default=timedelta(seconds=2), ge=timedelta(milliseconds=50), le=timedelta(minutes=5)
     )

@@ -21,13 +21,14 @@ API answers 503 `unavailable` for rollout changes and device sync.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import Any
 
 import uvicorn
 
-from service.api import ApiContext, create_app
+from service.api import ApiContext, ApiLimits, create_app
 from service.blobs import (
     CHUNK,
     AzureBlobStore,
@@ -89,7 +90,7 @@ class LogNotifier:
     """Operator notices go to the log (a webhook notifier can replace it)."""
 
     def notify(self, notice: Notice) -> None:
-        _log.warning("rollout %s: %s: %s", notice.rollout_id, notice.kind, notice.message)
+        _log.warning("rollout %r: %s: %r", notice.rollout_id, notice.kind, notice.message)
 
 
 class FreshDirector:
@@ -145,6 +146,11 @@ class _Periodic:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
+
+
+def _admin_names() -> Iterator[str]:
+    yield "admin"
+    yield from (f"admin-{n}" for n in itertools.count(2))
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -352,13 +358,16 @@ class ServiceRuntime:
                 return secret, False
             _log.warning("%s holds no valid admin token; issuing a new one", path)
         with storage.begin() as uow:
-            issued = uow.tokens.create("admin", Role.ADMIN, self.clock())
+            # Token names are unique (they are audit actors): "admin", else "admin-2", ...
+            taken = {t.name for t in uow.tokens.list()}
+            name = next(n for n in _admin_names() if n not in taken)
+            issued = uow.tokens.create(name, Role.ADMIN, self.clock())
             uow.audit.append(
                 at=self.clock(),
                 actor="tinyfleet",
                 action="token.create",
                 subject=issued.token.id,
-                details={"name": "admin", "role": "admin", "bootstrap": True},
+                details={"name": name, "role": "admin", "bootstrap": True},
             )
         _write_private(path, issued.secret.encode())
         return issued.secret, True
@@ -407,6 +416,7 @@ class ServiceRuntime:
             telemetry=telemetry.store,
             hub=hub,
             clock=self.clock,
+            limits=ApiLimits(max_json_body=self.settings.api_max_json_body),
         )
         api_url = self._serve_api(create_app(self.context, routers=[telemetry.router]))
         for loop in self._loops:

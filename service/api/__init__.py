@@ -11,7 +11,7 @@ Other packages' routers use `require(Role.VIEWER)` and `get_context` from here.
 from __future__ import annotations
 
 from service.api._app import API_PREFIX, create_app
-from service.api._context import ApiContext, ReleasePort
+from service.api._context import ApiContext, ApiLimits, ReleasePort
 from service.api._deps import ROLE_RANK, get_context, require
 from service.api._problems import PROBLEM_RESPONSES, ApiProblem, Problem, problem_responses
 
@@ -20,6 +20,7 @@ __all__ = [
     "PROBLEM_RESPONSES",
     "ROLE_RANK",
     "ApiContext",
+    "ApiLimits",
     "ApiProblem",
     "Problem",
     "ReleasePort",

@@ -16,7 +16,10 @@ from service.api import (
     _routes_rollouts,
 )
 from service.api._context import ApiContext
+from service.api._deps import ROLE_RANK, authenticate_header
+from service.api._guard import BodyGuard
 from service.api._problems import Problem, install_problem_handlers
+from service.storage import Role
 from service.web import mount_dashboard
 
 __all__ = ["API_PREFIX", "create_app"]
@@ -42,6 +45,14 @@ def create_app(
     )
     app.state.context = context
     install_problem_handlers(app)
+    # Authenticate from the headers and cap the body before any of it is read.
+    app.add_middleware(
+        BodyGuard,
+        context=context,
+        prefix=API_PREFIX,
+        authenticate=authenticate_header,
+        may_upload=lambda token: ROLE_RANK[token.role] >= ROLE_RANK[Role.RELEASE_SIGNER],
+    )
     for router in (
         _routes_admin.health_router,
         _routes_devices.router,

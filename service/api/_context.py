@@ -5,20 +5,35 @@ test) and handed to `create_app`. Optional parts are None when the service runs 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from service.engine import Engine
 from service.hubgateway import HubGateway
-from service.releases import MemberView, ReleasePage, ReleaseView
+from service.releases import MAX_UPLOAD_BYTES, MemberView, ReleasePage, ReleaseView
 from service.storage import Storage
 
-__all__ = ["ApiContext", "ReleasePort", "utc_now"]
+__all__ = ["ApiContext", "ApiLimits", "ReleasePort", "utc_now"]
+
+# The multipart framing and the metadata form field (64 KiB at most) around an artifact.
+_UPLOAD_OVERHEAD = 128 * 1024
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    """Request body caps, in bytes."""
+
+    max_json_body: int = 1024 * 1024
+    max_upload_body: int = MAX_UPLOAD_BYTES + _UPLOAD_OVERHEAD
+
+    def __post_init__(self) -> None:
+        if self.max_json_body < 1024 or self.max_upload_body < 1024:
+            raise ValueError("body limits below 1 KiB would refuse ordinary requests")
 
 
 class ReleasePort(Protocol):
@@ -57,3 +72,4 @@ class ApiContext:
     telemetry: Any | None = None  # the telemetry store (its router reads it)
     hub: HubGateway | None = None
     clock: Callable[[], datetime] = utc_now
+    limits: ApiLimits = field(default_factory=ApiLimits)

@@ -14,10 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator
 
 from service.api._context import ApiContext
+from service.api._inputs import INT64_MAX, check_name
 from service.api._problems import ApiProblem
 from service.storage import ApiToken, Role
 
@@ -27,6 +29,10 @@ __all__ = [
     "After",
     "Context",
     "Limit",
+    "PathId",
+    "QueryName",
+    "SeqAfter",
+    "authenticate_header",
     "ensure_role",
     "get_context",
     "require",
@@ -45,19 +51,36 @@ def get_context(request: Request) -> ApiContext:
 
 Context = Annotated[ApiContext, Depends(get_context)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="page size")]
-After = Annotated[str | None, Query(description="the `next_after` of the previous page")]
+After = Annotated[
+    str | None,
+    Query(max_length=400, description="the `next_after` of the previous page"),
+    AfterValidator(lambda v: v if v is None else check_name(v)),
+]
+SeqAfter = Annotated[int, Query(ge=0, le=INT64_MAX, description="the last sequence number seen")]
+QueryName = Annotated[
+    str | None,
+    Query(max_length=200),
+    AfterValidator(lambda v: v if v is None else check_name(v)),
+]
+PathId = Annotated[str, Path(min_length=1, max_length=200), AfterValidator(check_name)]
+"""An id in a path: no control or format characters (they would reach logs and terminals)."""
 
 
-def _authenticate(
-    credentials: HTTPAuthorizationCredentials | None, context: ApiContext
-) -> ApiToken:
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+def _authenticate(secret: str | None, context: ApiContext) -> ApiToken:
+    if not secret:
         raise ApiProblem(401, "unauthorized", "an Authorization: Bearer <token> header is needed")
     with context.storage.begin(readonly=True) as uow:
-        token = uow.tokens.verify(credentials.credentials)
+        token = uow.tokens.verify(secret)
     if token is None or token.revoked_at is not None:
         raise ApiProblem(401, "unauthorized", "the token is unknown or revoked")
     return token
+
+
+def authenticate_header(context: ApiContext, authorization: str | None) -> ApiToken:
+    """The token of an `Authorization: Bearer <secret>` header value; ApiProblem 401 if none.
+    The body guard calls it before a request's body is read."""
+    scheme, _, secret = (authorization or "").partition(" ")
+    return _authenticate(secret.strip() if scheme.lower() == "bearer" else None, context)
 
 
 def ensure_role(token: ApiToken, role: Role, why: str) -> None:
@@ -78,7 +101,10 @@ def require(role: Role) -> Callable[..., ApiToken]:
         context: Context,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> ApiToken:
-        token = _authenticate(credentials, context)
+        secret = None
+        if credentials is not None and credentials.scheme.lower() == "bearer":
+            secret = credentials.credentials
+        token = _authenticate(secret, context)
         if ROLE_RANK[token.role] < ROLE_RANK[role]:
             raise ApiProblem(
                 403,

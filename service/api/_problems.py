@@ -7,6 +7,7 @@ here (see the contract: `type`, `title`, `status`, `detail`, `code`, plus `error
 | storage NotFoundError                    | 404    | not-found      |
 | storage ConflictError (exists, revision) | 409    | conflict       |
 | storage UnavailableError / StorageError  | 503    | unavailable    |
+| (503s carry a generic detail: the cause is logged, never sent)     |
 | domain SpecError                         | 422    | invalid        |
 | domain InvalidTransitionError            | 409    | conflict       |
 | domain PreconditionError                 | 409    | precondition   |
@@ -75,7 +76,7 @@ _CODES = {
     404: "not-found",
     405: "not-allowed",
     409: "conflict",
-    413: "invalid",
+    413: "too-large",
     415: "invalid",
     422: "invalid",
     503: "unavailable",
@@ -149,8 +150,9 @@ def to_problem(exc: Exception) -> JSONResponse:
     if isinstance(exc, ConflictError):
         return problem(409, "conflict", str(exc))
     if isinstance(exc, StorageError):
-        _log.warning("storage unavailable: %s", exc)
-        return problem(503, "unavailable", f"storage: {exc}")
+        # The cause (SQL, a driver's message) is the operator's, in the log; not the client's.
+        _log.warning("storage unavailable: %r", exc)
+        return problem(503, "unavailable", "storage is unavailable; try again later")
     if isinstance(exc, SpecError):
         errors = [{"loc": ["body", *exc.field.split(".")], "msg": exc.message}]
         return problem(422, "invalid", str(exc), errors=errors)
@@ -171,13 +173,13 @@ def to_problem(exc: Exception) -> JSONResponse:
     if isinstance(exc, ReleaseConflictError):
         return problem(409, "conflict", str(exc))
     if isinstance(exc, (ReleaseUnavailableError, ReleaseTrustError)):
-        _log.warning("release service unavailable: %s", exc)
-        return problem(503, "unavailable", str(exc))
+        _log.warning("release service unavailable: %r", exc)
+        return problem(503, "unavailable", "the release service is unavailable; try again later")
     if isinstance(exc, ReleaseError):
         return problem(422, "invalid", str(exc), errors=[{"loc": ["body"], "msg": str(exc)}])
     if isinstance(exc, (HubGatewayError, BlobError)):
-        _log.warning("port unavailable: %s", exc)
-        return problem(503, "unavailable", str(exc))
+        _log.warning("port unavailable: %r", exc)
+        return problem(503, "unavailable", "a backing service is unavailable; try again later")
     _log.exception("unhandled error", exc_info=exc)
     return problem(500, "internal", "internal error")
 
@@ -234,5 +236,6 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-# Every authenticated route may answer these.
-PROBLEM_RESPONSES = problem_responses(401, 403, 422, 503)
+# Every authenticated route may answer these (400 and 413: a body that does not parse or is over
+# its cap, whichever the route).
+PROBLEM_RESPONSES = problem_responses(400, 401, 403, 413, 422, 503)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from service.api._audit import record
-from service.api._deps import MAX_LIMIT, Context, require
+from service.api._deps import MAX_LIMIT, Context, PathId, SeqAfter, require
 from service.api._problems import PROBLEM_RESPONSES, problem_responses
 from service.api._schemas import (
     AuditOut,
@@ -55,7 +55,7 @@ def health(context: Context) -> HealthOut:
 def audit_entries(
     _token: Viewer,
     context: Context,
-    after_seq: Annotated[int, Query(ge=0)] = 0,
+    after_seq: SeqAfter = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
 ) -> Items[AuditOut]:
     with context.storage.begin(readonly=True) as uow:
@@ -75,7 +75,13 @@ def audit_verify(_token: Viewer, context: Context) -> ChainOut:
     )
 
 
-@router.post("/tokens", status_code=201, response_model=IssuedTokenOut, tags=["tokens"])
+@router.post(
+    "/tokens",
+    status_code=201,
+    response_model=IssuedTokenOut,
+    tags=["tokens"],
+    responses=problem_responses(409),
+)
 def create_token(body: TokenIn, token: Admin, context: Context) -> IssuedTokenOut:
     with context.storage.begin() as uow:
         issued = uow.tokens.create(body.name, body.role, context.clock())
@@ -100,9 +106,7 @@ def list_tokens(_token: Admin, context: Context) -> Items[TokenOut]:
 @router.delete(
     "/tokens/{token_id}", status_code=204, tags=["tokens"], responses=problem_responses(404)
 )
-def revoke_token(
-    token_id: Annotated[str, Path(min_length=1, max_length=200)], token: Admin, context: Context
-) -> Response:
+def revoke_token(token_id: PathId, token: Admin, context: Context) -> Response:
     with context.storage.begin() as uow:
         uow.tokens.revoke(token_id, context.clock())
         record(uow, context, token, "token.revoke", token_id)

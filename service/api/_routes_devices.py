@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
 from service.api._audit import record
-from service.api._deps import After, Context, Limit, require
+from service.api._deps import After, Context, Limit, PathId, QueryName, require
+from service.api._inputs import AwareTime, Name
 from service.api._problems import PROBLEM_RESPONSES, ApiProblem, problem_responses
 from service.api._schemas import DeviceOut, Items, JobOut, PageOut, SyncOut
 from service.api._views import device_out, job_out
@@ -41,21 +41,14 @@ def _tags(tags: list[str]) -> dict[str, str]:
 def list_devices(
     _token: Viewer,
     context: Context,
-    hardware_id: str | None = None,
-    profile: str | None = None,
-    agent_version: str | None = None,
-    tag: Annotated[list[str], Query(description="key=value, repeatable")] = [],  # noqa: B006
-    last_seen_after: datetime | None = None,
+    hardware_id: QueryName = None,
+    profile: QueryName = None,
+    agent_version: QueryName = None,
+    tag: Annotated[list[Name], Query(max_length=32, description="key=value, repeatable")] = [],  # noqa: B006
+    last_seen_after: Annotated[AwareTime | None, Query()] = None,
     after: After = None,
     limit: Limit = 100,
 ) -> PageOut[DeviceOut]:
-    if last_seen_after is not None and last_seen_after.tzinfo is None:
-        raise ApiProblem(
-            422,
-            "invalid",
-            "last_seen_after needs a time zone",
-            errors=[{"loc": ["query", "last_seen_after"], "msg": "must be timezone-aware"}],
-        )
     where = DeviceFilter(
         hardware_id=hardware_id,
         profile=profile,
@@ -80,13 +73,13 @@ def sync_devices(token: Operator, context: Context) -> SyncOut:
 
 
 @router.get("/{device_id}", response_model=DeviceOut, responses=problem_responses(404))
-def get_device(device_id: str, _token: Viewer, context: Context) -> DeviceOut:
+def get_device(device_id: PathId, _token: Viewer, context: Context) -> DeviceOut:
     with context.storage.begin(readonly=True) as uow:
         return device_out(uow.devices.get(device_id), context.clock())
 
 
 @router.get("/{device_id}/jobs", response_model=Items[JobOut], responses=problem_responses(404))
-def device_jobs(device_id: str, _token: Viewer, context: Context) -> Items[JobOut]:
+def device_jobs(device_id: PathId, _token: Viewer, context: Context) -> Items[JobOut]:
     with context.storage.begin(readonly=True) as uow:
         uow.devices.get(device_id)
         jobs = uow.jobs.for_device(device_id)

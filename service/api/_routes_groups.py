@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Response
 
 from service.api._audit import record
-from service.api._deps import After, Context, Limit, ensure_role, require
+from service.api._deps import After, Context, Limit, PathId, ensure_role, require
 from service.api._problems import PROBLEM_RESPONSES, ApiProblem, problem_responses
 from service.api._schemas import DeviceOut, GroupIn, GroupOut, Items, PageOut
 from service.api._views import device_out, group_out
@@ -32,7 +32,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/groups", tags=["groups"], responses=PROBLEM_RESPONSES)
 Viewer = Annotated[ApiToken, Depends(require(Role.VIEWER))]
 Operator = Annotated[ApiToken, Depends(require(Role.OPERATOR))]
-GroupId = Annotated[str, Path(min_length=1, max_length=200)]
+GroupId = PathId
 
 
 def _is_production(uow: UnitOfWork, group_id: str) -> bool:

@@ -10,9 +10,11 @@ from collections.abc import Iterator
 from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Depends, File, Form, Path, UploadFile
+from pydantic import AfterValidator
 
 from service.api._context import ApiContext, ReleasePort
 from service.api._deps import After, Context, Limit, require
+from service.api._inputs import check_json, check_name
 from service.api._problems import PROBLEM_RESPONSES, ApiProblem, problem_responses
 from service.api._schemas import MemberOut, PageOut, ReleaseIn, ReleaseOut
 from service.api._views import release_out, stored_release_out
@@ -25,7 +27,8 @@ MAX_METADATA = 64 * 1024
 router = APIRouter(prefix="/releases", tags=["releases"], responses=PROBLEM_RESPONSES)
 Viewer = Annotated[ApiToken, Depends(require(Role.VIEWER))]
 Signer = Annotated[ApiToken, Depends(require(Role.RELEASE_SIGNER))]
-ReleaseId = Annotated[str, Path(min_length=1, max_length=48)]
+ReleaseId = Annotated[str, Path(min_length=1, max_length=48), AfterValidator(check_name)]
+Core = Annotated[str, Path(min_length=1, max_length=32), AfterValidator(check_name)]
 
 
 def _service(context: ApiContext) -> ReleasePort:
@@ -76,7 +79,7 @@ def create_release(body: ReleaseIn, token: Signer, context: Context) -> ReleaseO
 )
 def upload_artifact(
     release_id: ReleaseId,
-    core: Annotated[str, Path(min_length=1, max_length=32)],
+    core: Core,
     file: Annotated[UploadFile, File(description="the artifact bytes")],
     metadata: Annotated[str, Form(description="the JSON sidecar `tinyfleet models build` wrote")],
     token: Signer,
@@ -86,10 +89,13 @@ def upload_artifact(
     if len(metadata) > MAX_METADATA:
         raise ApiProblem(422, "invalid", "metadata is too large", errors=[_meta("too large")])
     try:
-        sidecar = json.loads(metadata)
+        sidecar = check_json(json.loads(metadata), where="metadata")
     except json.JSONDecodeError as exc:
         detail = f"metadata is not JSON: {exc}"
         raise ApiProblem(422, "invalid", detail, errors=[_meta("not JSON")]) from exc
+    except (ValueError, RecursionError) as exc:
+        reason = str(exc) or "metadata is nested too deeply"
+        raise ApiProblem(422, "invalid", reason, errors=[_meta(reason)]) from None
     if not isinstance(sidecar, dict):
         raise ApiProblem(422, "invalid", "metadata must be a JSON object", errors=[_meta("object")])
     view = service.add_artifact(release_id, core, _chunks(file.file), sidecar, token.name)

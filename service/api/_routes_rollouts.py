@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Query
 
 from service.api._context import ApiContext
-from service.api._deps import After, Context, Limit, require
+from service.api._deps import After, Context, Limit, PathId, QueryName, require
+from service.api._inputs import Name
 from service.api._problems import PROBLEM_RESPONSES, ApiProblem, problem_responses
 from service.api._rollout_spec import spec_from_body
 from service.api._schemas import CommandIn, Items, JobOut, PageOut, RolloutIn, RolloutOut
@@ -30,7 +31,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/rollouts", tags=["rollouts"], responses=PROBLEM_RESPONSES)
 Viewer = Annotated[ApiToken, Depends(require(Role.VIEWER))]
 Operator = Annotated[ApiToken, Depends(require(Role.OPERATOR))]
-RolloutId = Annotated[str, Path(min_length=1, max_length=200)]
+RolloutId = PathId
 
 
 def _engine(context: ApiContext) -> Engine:
@@ -82,8 +83,8 @@ def create_rollout(body: RolloutIn, token: Operator, context: Context) -> Rollou
 def list_rollouts(
     _token: Viewer,
     context: Context,
-    state: Annotated[list[str] | None, Query(description="repeatable")] = None,
-    group_id: str | None = None,
+    state: Annotated[list[Name] | None, Query(max_length=32, description="repeatable")] = None,
+    group_id: QueryName = None,
 ) -> Items[RolloutOut]:
     with context.storage.begin(readonly=True) as uow:
         records = uow.rollouts.list(states=state or None, group_id=group_id)
@@ -100,7 +101,7 @@ def rollout_jobs(
     rollout_id: RolloutId,
     _token: Viewer,
     context: Context,
-    state: Annotated[list[str] | None, Query(description="repeatable")] = None,
+    state: Annotated[list[Name] | None, Query(max_length=32, description="repeatable")] = None,
     after: After = None,
     limit: Limit = 100,
 ) -> PageOut[JobOut]:

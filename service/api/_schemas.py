@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from service.api._inputs import INT64_MAX, AwareTime, JsonObject, Name, Text, check_name
 from service.storage import GroupKind, Role
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+Selector = Annotated[str, Field(min_length=1, max_length=1000), AfterValidator(check_name)]
+ReleaseId = Annotated[str, Field(min_length=1, max_length=48), AfterValidator(check_name)]
 
 
 class PageOut(BaseModel, Generic[T]):
@@ -100,10 +103,10 @@ class SyncOut(BaseModel):
 class GroupIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     kind: GroupKind
-    selector: str = Field(min_length=1, max_length=1000)
-    time_zone: str = "UTC"
+    selector: Selector
+    time_zone: Name = "UTC"
     production: bool = False
 
 
@@ -123,10 +126,10 @@ class GroupOut(BaseModel):
 class ReleaseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1, max_length=48)
-    hardware_ids: list[str] = Field(min_length=1, max_length=64)
-    counter: int = Field(ge=0)
-    description: str = Field(default="", max_length=2000)
+    id: ReleaseId
+    hardware_ids: list[Name] = Field(min_length=1, max_length=64)
+    counter: int = Field(ge=0, le=INT64_MAX)
+    description: Text = Field(default="", max_length=2000)
 
 
 class AdmissionOut(BaseModel):
@@ -167,11 +170,11 @@ class ReleaseOut(BaseModel):
 class StageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: Name
     percent: float | None = None
     count: int | None = None
     soak_seconds: float = Field(default=0, ge=0)
-    gate: dict[str, Any] | None = None
+    gate: JsonObject | None = None
 
 
 class SuccessIn(BaseModel):
@@ -225,26 +228,26 @@ class DeadlinesIn(BaseModel):
 class WindowIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    cron: str
+    cron: Name
     duration_minutes: float = Field(gt=0)
 
 
 class RolloutIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str
-    release_id: str
-    group_id: str
-    previous_release_id: str | None = None
-    stages: list[StageIn] = Field(min_length=1)
+    id: Name
+    release_id: ReleaseId
+    group_id: Name
+    previous_release_id: ReleaseId | None = None
+    stages: list[StageIn] = Field(min_length=1, max_length=100)
     success: SuccessIn = Field(default_factory=SuccessIn)
     failure: FailureIn = Field(default_factory=FailureIn)
     retry: RetryIn = Field(default_factory=RetryIn)
     rate: RateIn = Field(default_factory=RateIn)
     deadlines: DeadlinesIn = Field(default_factory=DeadlinesIn)
-    start_at: datetime | None = None
-    windows: list[WindowIn] = Field(default_factory=list)
-    gate: dict[str, Any] | None = None
+    start_at: AwareTime | None = None
+    windows: list[WindowIn] = Field(default_factory=list, max_length=100)
+    gate: JsonObject | None = None
 
 
 Command = Literal["start", "pause", "resume", "abort", "rollback", "approve", "next-stage"]
@@ -254,7 +257,7 @@ class CommandIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     command: Command
-    reason: str | None = Field(default=None, max_length=500)
+    reason: Text | None = Field(default=None, max_length=500)
 
 
 class StageOut(BaseModel):
@@ -317,7 +320,7 @@ class ChainOut(BaseModel):
 class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Name
     role: Role
 
 

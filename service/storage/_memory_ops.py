@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from service.storage._chain import GENESIS, entry_hash, hash_secret, new_secret, verify_entries
-from service.storage._errors import ConflictError, LeaseLostError, NotFoundError
+from service.storage._errors import AlreadyExistsError, ConflictError, LeaseLostError, NotFoundError
 from service.storage._port import MAX_OUTBOX_ERROR, check_limit
 from service.storage._records import (
     ApiToken,
@@ -161,6 +161,8 @@ class MemoryTokens:
         self._t = t
 
     def create(self, name: str, role: Role, now: datetime) -> IssuedToken:
+        if any(t.name == name for t, _ in self._t.tokens.values()):
+            raise AlreadyExistsError("token name", name)
         token_id, secret = new_secret()
         token = ApiToken(token_id, name, Role(role), now)
         self._t.tokens[token_id] = (token, hash_secret(secret))

@@ -325,7 +325,8 @@ class AuditLog(Protocol):
 
 class Tokens(Protocol):
     def create(self, name: str, role: Role, now: datetime) -> IssuedToken:
-        """Issue a token; its secret is returned once and stored only as a hash."""
+        """Issue a token; its secret is returned once and stored only as a hash. Names are
+        unique (a name is an audit actor): AlreadyExistsError when `name` is taken."""
 
     def verify(self, secret: str) -> ApiToken | None:
         """The live token for this secret, or None (unknown or revoked)."""

@@ -199,7 +199,8 @@ api_tokens = sa.Table(
     "api_tokens",
     METADATA,
     sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("name", sa.String(200), nullable=False),
+    # Unique (0006): a token's name is the audit actor and the approver identity.
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
     sa.Column("role", sa.String(32), nullable=False),
     sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", UtcDateTime(), nullable=False),

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from service.storage._chain import GENESIS, entry_hash, hash_secret, new_secret, verify_entries
-from service.storage._errors import ConflictError, LeaseLostError, NotFoundError
+from service.storage._errors import AlreadyExistsError, ConflictError, LeaseLostError, NotFoundError
 from service.storage._port import MAX_OUTBOX_ERROR, check_limit
 from service.storage._records import (
     ApiToken,
@@ -243,6 +243,11 @@ class SqlTokens:
         self._conn = conn
 
     def create(self, name: str, role: Role, now: datetime) -> IssuedToken:
+        taken = self._conn.execute(
+            sa.select(api_tokens.c.id).where(api_tokens.c.name == name)
+        ).first()
+        if taken is not None:
+            raise AlreadyExistsError("token name", name)  # the unique index backs this up
         token_id, secret = new_secret()
         token = ApiToken(token_id, name, Role(role), now)
         self._conn.execute(

@@ -13,7 +13,8 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
-from service.api._deps import Context, require
+from service.api._deps import Context, PathId, QueryName, require
+from service.api._inputs import AwareTime, check_seq_cursor
 from service.api._problems import PROBLEM_RESPONSES, ApiProblem, problem_responses
 from service.storage import ApiToken, Role
 from service.telemetry._errors import TelemetryStoreError
@@ -25,6 +26,7 @@ __all__ = ["telemetry_router"]
 T = TypeVar("T")
 Viewer = Annotated[ApiToken, Depends(require(Role.VIEWER))]
 Limit = Annotated[int, Query(ge=1, le=1000)]
+Time = Annotated[AwareTime | None, Query()]
 
 
 class SummaryItem(BaseModel):
@@ -136,13 +138,13 @@ def telemetry_router(store: TelemetryStore | None = None) -> APIRouter:
         *,
         _token: Viewer,
         telemetry: TelemetryStore = store_dep,
-        group_id: str | None = None,
-        release_id: str | None = None,
-        model_id: str | None = None,
-        model_version: str | None = None,
-        core: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        group_id: QueryName = None,
+        release_id: QueryName = None,
+        model_id: QueryName = None,
+        model_version: QueryName = None,
+        core: QueryName = None,
+        since: Time = None,
+        until: Time = None,
         bucket: Literal["minute", "hour"] = "hour",
     ) -> dict[str, Any]:
         rows = call(
@@ -165,9 +167,9 @@ def telemetry_router(store: TelemetryStore | None = None) -> APIRouter:
         *,
         _token: Viewer,
         telemetry: TelemetryStore = store_dep,
-        device_id: str,
-        since: datetime | None = None,
-        until: datetime | None = None,
+        device_id: PathId,
+        since: Time = None,
+        until: Time = None,
         limit: Limit = 100,
     ) -> dict[str, Any]:
         rows = call(lambda: telemetry.device_rows(device_id, since=since, until=until, limit=limit))
@@ -178,19 +180,19 @@ def telemetry_router(store: TelemetryStore | None = None) -> APIRouter:
         *,
         _token: Viewer,
         telemetry: TelemetryStore = store_dep,
-        after: str | None = None,
+        after: Annotated[str | None, Query(max_length=19)] = None,
         limit: Limit = 100,
     ) -> dict[str, Any]:
-        if after is not None and not after.isdigit():
+        try:
+            cursor = None if not after else check_seq_cursor(after)
+        except ValueError:
             raise ApiProblem(
                 422,
                 "invalid",
                 f"after {after!r} is not a dead-letter cursor",
                 errors=[{"loc": ["query", "after"], "msg": "must be a previous next_after"}],
-            )
-        items = call(
-            lambda: telemetry.dead_letters(after=int(after) if after else None, limit=limit)
-        )
+            ) from None
+        items = call(lambda: telemetry.dead_letters(after=cursor, limit=limit))
         next_after = str(items[-1]["id"]) if len(items) == limit else None
         return {"items": items, "next_after": next_after}
 
@@ -208,7 +210,7 @@ def telemetry_router(store: TelemetryStore | None = None) -> APIRouter:
         _token: Viewer,
         context: Context,
         telemetry: TelemetryStore = store_dep,
-        rollout_id: str,
+        rollout_id: PathId,
     ) -> dict[str, Any]:
         with context.storage.begin(readonly=True) as uow:
             uow.rollouts.get(rollout_id)  # 404 when unknown
