@@ -39,6 +39,7 @@ from service.api import ApiContext, create_app
 from service.blobs import (
     CHUNK,
     AzureBlobStore,
+    BlobConfigError,
     BlobError,
     BlobRepositoryStore,
     BlobServer,
@@ -70,6 +71,7 @@ __all__ = ["Addresses", "FreshDirector", "LogNotifier", "ServiceRuntime"]
 _log = logging.getLogger("tinyfleet.runtime")
 ADMIN_TOKEN_FILE = "admin-token"
 BLOB_KEY_FILE = "blob-signing-key"
+BLOB_PORT_FILE = "blob-port"
 REGISTRY_INTERVAL = timedelta(seconds=30)
 INGEST_INTERVAL = timedelta(milliseconds=200)
 IMAGE_ROOT = "image/metadata/1.root.json"
@@ -235,13 +237,43 @@ class ServiceRuntime:
                 raise ValueError("blob_serve off needs blob_public_url (where the store is served)")
             store = FilesystemBlobStore(s.blob_dir, UrlSigner(self._blob_key(), s.blob_public_url))
             return store, store
-        server = BlobServer(self._blob_key(), host=s.api_host, port=0)
+        server = self._bind_blob_server()
         self._blob_server = server
         signer = server.signer(s.blob_public_url or None)
         store = FilesystemBlobStore(s.blob_dir, signer)
         server.start(store)
         self._stoppers.append(server.stop)
         return store, store
+
+    def _bind_blob_server(self) -> BlobServer:
+        """The blob server on the configured port, else on the one the first start chose (kept
+        in DATA/blob-port): the URLs offered to devices name it, so it must not move. A port
+        someone else holds is an error, never a silent move to another one."""
+        s = self.settings
+        path = s.data_dir / BLOB_PORT_FILE
+        port, source = s.blob_port, "blob_port (TINYFLEET_BLOB_PORT)"
+        if port == 0 and path.is_file():
+            text = path.read_text().strip()
+            if not text.isdecimal() or not 0 < int(text) < 65536:
+                raise BlobConfigError(f"{path} holds no port number: {text[:20]!r}")
+            port, source = int(text), str(path)
+        try:
+            server = BlobServer(
+                self._blob_key(),
+                host=s.api_host,
+                port=port,
+                timeout=s.blob_timeout.total_seconds(),
+                max_connections=s.blob_max_connections,
+            )
+        except BlobConfigError as exc:
+            raise BlobConfigError(
+                f"{exc}; the port comes from {source} and is named in the blob URLs already "
+                "offered to devices: free it, or choose another with TINYFLEET_BLOB_PORT "
+                "(the URLs already offered then stop working)"
+            ) from exc
+        if port == 0:
+            _write_private(path, f"{server.port}\n".encode())
+        return server
 
     def _passphrase(self) -> str:
         if self.settings.key_passphrase is not None:

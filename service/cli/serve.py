@@ -40,6 +40,12 @@ def serve(
     data: Path | None = _context.DataOption,
     host: str | None = typer.Option(None, "--host", help=HOST_HELP),
     port: int | None = typer.Option(None, "--port", help="API port; 0 picks a free one"),
+    blob_port: int | None = typer.Option(
+        None,
+        "--blob-port",
+        help="Blob server port [env TINYFLEET_BLOB_PORT; default: chosen on the first start "
+        "and kept in DATA/blob-port]",
+    ),
     telemetry: str | None = typer.Option(
         None, "--telemetry", help="Telemetry source: mockhub:PATH or eventhub"
     ),
@@ -63,6 +69,7 @@ def serve(
         ("hub_connection_string", hub),
         ("api_host", host),
         ("api_port", port),
+        ("blob_port", blob_port),
         ("telemetry_source", telemetry),
     ):
         if value is not None:
