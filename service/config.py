@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     )
     eventhub_connection_string: SecretStr | None = None
     eventhub_consumer_group: str = "$Default"
+    # Where the audit chain's head is anchored (default DATA/audit-anchor); best kept where the
+    # database's writers cannot write.
+    audit_anchor: Path | None = None
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
     engine_interval: timedelta = Field(
@@ -102,6 +105,10 @@ class Settings(BaseSettings):
     @property
     def database_url(self) -> str:
         return self.db_url or f"sqlite:///{self.data_dir / 'tinyfleet.db'}"
+
+    @property
+    def audit_anchor_path(self) -> Path:
+        return self.audit_anchor or self.data_dir / "audit-anchor"
 
     @property
     def blob_dir(self) -> Path:

@@ -12,6 +12,9 @@ trust service (keys and repositories created on first start in dev mode), the re
 the rollout engine and its dispatcher in a background loop, the registry sync loop, telemetry
 ingestion when a source is given, and the HTTP API under uvicorn in a thread.
 
+Audit: the chain's head is anchored outside the database (`audit_anchor`, default
+`DATA/audit-anchor`) so that `audit verify` also catches deleted newest entries.
+
 Bootstrap: on first start an `admin` token is created and its secret written to
 `DATA/admin-token` (mode 0600); later starts reuse it while it stays valid.
 
@@ -61,6 +64,7 @@ from service.hubgateway import HubGateway, SdkHubGateway
 from service.registry import sync_registry
 from service.releases import ReleaseService, publication_urls, repository_store
 from service.storage import Role, Storage, open_storage, upgrade
+from service.storage._anchor import AnchoredStorage, HeadAnchor
 from service.telemetry import EventHubConfig, EventHubSource, build_telemetry
 from service.trust import TrustService
 from signing import PublishError
@@ -202,11 +206,26 @@ class ServiceRuntime:
     # -- composition ---------------------------------------------------------------------------
 
     def _open_storage(self) -> Storage:
+        """The storage, its audit head anchored in `audit_anchor_path` (an in-memory database
+        starts empty on every start, so it gets no anchor)."""
         url = self.settings.database_url
-        if url != "memory:":
-            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-            upgrade(url)
-        return open_storage(url)
+        if url == "memory:":
+            return open_storage(url)
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        upgrade(url)
+        storage = AnchoredStorage(open_storage(url), HeadAnchor(self.settings.audit_anchor_path))
+        try:
+            adopted = storage.adopt()
+        except BaseException:
+            storage.close()
+            raise
+        if adopted is not None:
+            _log.warning(
+                "audit: no anchor in %s yet; anchoring the current head (seq %d)",
+                self.settings.audit_anchor_path,
+                adopted.seq,
+            )
+        return storage
 
     def _blob_key(self) -> bytes:
         if self.settings.blob_signing_key is not None:
@@ -417,7 +436,9 @@ class ServiceRuntime:
         hub = self._hub_gateway()
         releases = self._releases(drafts, trust, storage)
         telemetry = build_telemetry(
-            storage=storage, source=self._telemetry_feed(), clock=self.clock
+            storage=storage.inner if isinstance(storage, AnchoredStorage) else storage,
+            source=self._telemetry_feed(),
+            clock=self.clock,
         )
         for worker in telemetry.workers:
             self._loops.append(_Periodic("ingest", INGEST_INTERVAL, worker.run_once))

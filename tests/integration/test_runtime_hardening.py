@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import sqlite3
+import stat
 from pathlib import Path
 
+import httpx
 import pytest
 
 from service.blobs import BlobConfigError
@@ -57,3 +61,77 @@ def test_a_configured_blob_port_is_used_and_not_kept(tmp_path: Path) -> None:
     finally:
         service.stop()
     assert not (tmp_path / "data" / BLOB_PORT_FILE).exists()
+
+
+def _append(service: ServiceRuntime, count: int) -> None:
+    assert service.storage is not None
+    for n in range(count):
+        with service.storage.begin() as uow:
+            uow.audit.append(
+                at=service.clock(), actor="alice", action="group.put", subject=f"g{n}", details={}
+            )
+
+
+def _verify(api_url: str, token: str) -> dict[str, object]:
+    response = httpx.get(
+        f"{api_url}/api/v1/audit/verify", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def _cut_newest(database: Path, count: int) -> None:
+    """What someone with the database file (not the data dir) can do."""
+    with sqlite3.connect(database) as conn:
+        conn.execute("DROP TRIGGER audit_log_no_delete")
+        conn.execute(
+            "DELETE FROM audit_log WHERE seq > (SELECT MAX(seq) FROM audit_log) - ?", (count,)
+        )
+
+
+@pytest.mark.parametrize("cut", [1, 3], ids=["newest-entry", "newest-three"])
+def test_deleting_the_newest_audit_entries_fails_verify(tmp_path: Path, cut: int) -> None:
+    settings = _settings(tmp_path / "data")
+    service = ServiceRuntime(settings, hub=MemoryHubGateway())
+    try:
+        addresses = service.start()
+        _append(service, 5)
+        intact = _verify(addresses.api_url, addresses.admin_token)
+        assert intact["ok"] is True and intact["checked"] == 6  # the bootstrap token + 5
+        anchor = json.loads(settings.audit_anchor_path.read_text())
+        assert anchor["seq"] == 6
+        assert stat.S_IMODE(settings.audit_anchor_path.stat().st_mode) == 0o600
+        _cut_newest(tmp_path / "data" / "tinyfleet.db", cut)
+        broken = _verify(addresses.api_url, addresses.admin_token)
+        assert broken["ok"] is False and broken["first_broken_seq"] == 7 - cut
+        assert f"the newest {cut} entries were deleted" in str(broken["reason"])
+        # A later append does not carry the anchor past the cut, nor hide it.
+        _append(service, cut + 2)
+        assert json.loads(settings.audit_anchor_path.read_text())["seq"] == 6
+        regrown = _verify(addresses.api_url, addresses.admin_token)
+        assert regrown["ok"] is False and regrown["first_broken_seq"] == 6
+    finally:
+        service.stop()
+    again = ServiceRuntime(settings, hub=MemoryHubGateway())  # a restart does not forget it
+    try:
+        addresses = again.start()
+        assert _verify(addresses.api_url, addresses.admin_token)["ok"] is False
+    finally:
+        again.stop()
+
+
+def test_a_rolled_back_append_does_not_move_the_anchor(tmp_path: Path) -> None:
+    settings = _settings(tmp_path / "data")
+    service = ServiceRuntime(settings, hub=MemoryHubGateway())
+    try:
+        addresses = service.start()
+        assert service.storage is not None
+        with pytest.raises(RuntimeError), service.storage.begin() as uow:
+            uow.audit.append(
+                at=service.clock(), actor="alice", action="group.put", subject="g", details={}
+            )
+            raise RuntimeError("the change fails after its audit entry")
+        assert json.loads(settings.audit_anchor_path.read_text())["seq"] == 1
+        assert _verify(addresses.api_url, addresses.admin_token)["ok"] is True
+    finally:
+        service.stop()
