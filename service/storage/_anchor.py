@@ -182,7 +182,7 @@ class AnchoredStorage:
     def begin(self, *, readonly: bool = False) -> Iterator[UnitOfWork]:
         with self.inner.begin(readonly=readonly) as uow:
             unit = _AnchoredUnit(uow, self.anchor)
-            yield unit  # type: ignore[misc]
+            yield unit
         newest = unit.audit.newest
         if newest is not None:  # committed: the inner unit ended without an exception
             self.anchor.advance(ChainHead(newest.seq, newest.hash))
