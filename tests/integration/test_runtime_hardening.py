@@ -11,8 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner, Result
 
 from service.blobs import BlobConfigError
+from service.cli.main import app as cli_app
 from service.config import Settings
 from service.hubgateway import MemoryHubGateway
 from service.runtime import BLOB_PORT_FILE, ServiceRuntime
@@ -80,6 +82,19 @@ def _verify(api_url: str, token: str) -> dict[str, object]:
     return dict(response.json())
 
 
+def _audit_verify(home: Path, api_url: str, token: str) -> Result:
+    env = {
+        "TINYFLEET_SERVER": None,
+        "TINYFLEET_TOKEN": None,
+        "TINYFLEET_PROFILE": None,
+        "TINYFLEET_CONFIG": None,
+        "XDG_CONFIG_HOME": str(home / "config"),
+        "COLUMNS": "300",
+    }
+    argv = ["audit", "verify", "--server", f"{api_url}/api/v1", "--token", token]
+    return CliRunner().invoke(cli_app, argv, env=env)
+
+
 def _cut_newest(database: Path, count: int) -> None:
     """What someone with the database file (not the data dir) can do."""
     with sqlite3.connect(database) as conn:
@@ -105,6 +120,9 @@ def test_deleting_the_newest_audit_entries_fails_verify(tmp_path: Path, cut: int
         broken = _verify(addresses.api_url, addresses.admin_token)
         assert broken["ok"] is False and broken["first_broken_seq"] == 7 - cut
         assert f"the newest {cut} entries were deleted" in str(broken["reason"])
+        cli = _audit_verify(tmp_path, addresses.api_url, addresses.admin_token)
+        assert cli.exit_code == 1, cli.output
+        assert f"broken at seq {7 - cut}" in cli.stderr and "were deleted" in cli.stderr
         # A later append does not carry the anchor past the cut, nor hide it.
         _append(service, cut + 2)
         assert json.loads(settings.audit_anchor_path.read_text())["seq"] == 6
