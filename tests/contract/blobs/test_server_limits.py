@@ -112,10 +112,16 @@ def _has_response(sock: socket.socket) -> bool:
     return True
 
 
-def test_connections_beyond_the_bound_are_refused_without_a_thread(
-    small: tuple[BlobServer, FilesystemBlobStore],
-) -> None:
-    server, store = small
+def test_connections_beyond_the_bound_are_refused_without_a_thread(tmp_path: Path) -> None:
+    # A long timeout: the held connections must not time out while the test runs.
+    with BlobServer(KEY, timeout=DEADLINE_S, max_connections=2) as server:
+        store = FilesystemBlobStore(tmp_path / "blobs", server.signer())
+        server.start(store)
+        store.put("a/blob", [b"bytes"])
+        _fill_and_overflow(server, store)
+
+
+def _fill_and_overflow(server: BlobServer, store: FilesystemBlobStore) -> None:
     held = [_connect(server) for _ in range(2)]
     try:
         for sock in held:
