@@ -273,7 +273,9 @@ class ServiceRuntime:
         port, source = s.blob_port, "blob_port (TINYFLEET_BLOB_PORT)"
         if port == 0 and path.is_file():
             text = path.read_text().strip()
-            if not text.isdecimal() or not 0 < int(text) < 65536:
+            if not (text.isascii() and text.isdigit() and len(text) <= 5) or not (
+                0 < int(text) < 65536
+            ):
                 raise BlobConfigError(f"{path} holds no port number: {text[:20]!r}")
             port, source = int(text), str(path)
         try:

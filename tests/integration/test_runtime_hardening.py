@@ -53,6 +53,20 @@ def test_a_kept_port_taken_by_another_process_fails_clearly(tmp_path: Path) -> N
             service.start()
 
 
+@pytest.mark.parametrize(
+    "content",
+    ["abc", "0", "70000", "\u0668\u0660\u0668\u0660", "9" * 5000],
+    ids=["not-a-number", "zero", "beyond-65535", "non-ascii-digits", "5000-digits"],
+)
+def test_a_damaged_port_file_is_a_clear_error(tmp_path: Path, content: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / BLOB_PORT_FILE).write_text(content)
+    service = ServiceRuntime(_settings(data), hub=MemoryHubGateway())
+    with pytest.raises(BlobConfigError, match="holds no port number"):
+        service.start()
+
+
 def test_a_configured_blob_port_is_used_and_not_kept(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
