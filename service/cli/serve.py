@@ -36,6 +36,11 @@ def hub_connection_string(hub: str | None, hub_file: Path | None) -> str | None:
             fail(f"cannot read --hub-file {hub_file}: {exc}", code=2)
         if not text:
             fail(f"--hub-file {hub_file} is empty", code=2)
+        if hub_file.stat().st_mode & 0o077:
+            typer.echo(
+                f"warning: --hub-file {hub_file} is readable by other users; chmod 600 it",
+                err=True,
+            )
         return text
     if hub is not None and "sharedaccesskey=" in hub.lower():
         typer.echo(KEY_IN_ARGV, err=True)

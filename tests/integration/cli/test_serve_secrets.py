@@ -87,6 +87,7 @@ def test_the_admin_token_is_not_in_captured_output_and_the_hub_key_comes_from_a_
 ) -> None:
     hub_file = tmp_path / "hub-connection"
     hub_file.write_text(HUB + "\n")
+    hub_file.chmod(0o600)
     service = Served(_env(tmp_path), "--hub-file", str(hub_file))
     started.append(service)
     secret = (tmp_path / "data" / "admin-token").read_text().strip()
@@ -99,6 +100,16 @@ def test_the_admin_token_is_not_in_captured_output_and_the_hub_key_comes_from_a_
     assert health["hub"] is True  # the gateway was built from the file's connection string
     err = service.stop()
     assert secret not in err and KEY not in err
+    assert "readable by other users" not in err
+
+
+def test_a_hub_file_others_can_read_is_warned_about(tmp_path: Path, started: list[Served]) -> None:
+    hub_file = tmp_path / "hub-connection"
+    hub_file.write_text(HUB)
+    hub_file.chmod(0o644)
+    service = Served(_env(tmp_path), "--hub-file", str(hub_file))
+    started.append(service)
+    assert "readable by other users; chmod 600 it" in service.stop()
 
 
 def test_a_key_on_the_command_line_is_warned_about(tmp_path: Path, started: list[Served]) -> None:
