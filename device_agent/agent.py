@@ -29,6 +29,7 @@ from device_agent.intercore import (
     CoreEvent,
     CoreLinkError,
     CoreReverted,
+    HostPhase,
     InferenceResult,
 )
 from device_agent.protocol import (
@@ -50,11 +51,30 @@ from device_agent.protocol import (
 from device_agent.state import AgentStateStore
 from device_agent.target_source import TargetSource
 from device_agent.telemetry_buffer import TelemetryBuffer
-from device_agent.workflow import Command, Event, UpdateWorkflow
+from device_agent.workflow import Command, Event, UpdateWorkflow, WorkflowError
 from signing.device import DeviceIdentity, DeviceVerifier, InstalledState, VerifiedRelease
 from signing.files import atomic_write
 
 __all__ = ["Agent", "AgentConfig", "HubPort"]
+
+# The event that reports a command's unexpected failure to the workflow (report: none).
+_FAILED = {
+    "check": "check_failed",
+    "stage": "stage_failed",
+    "abort": "aborted",
+    "activate": "activate_failed",
+    "confirm": "confirm_failed",
+    "revert": "reverted",  # the core's own confirm deadline or boot reverts a trial
+    "record": "record_failed",
+}
+
+
+def _failure_of(command: Command, exc: Exception) -> Event | None:
+    kind = _FAILED.get(command.kind)
+    if kind is None:
+        return None
+    return Event(kind, core=command.core, reason="agent-error", detail=repr(exc)[:300])
+
 
 log = logging.getLogger(__name__)
 AGENT_VERSION = "0.1.0"
@@ -91,6 +111,12 @@ class AgentConfig:
     health_interval_s: float = 30.0
     poll_interval_s: float = 0.1
     agent_version: str = AGENT_VERSION
+    # A core whose link is gone (its process exited, it stopped answering) is restarted through
+    # the host after a back-off that doubles from the first delay up to the cap; it resets once
+    # the core has stayed up for the cap.
+    restart_cores: bool = True
+    core_restart_first_s: float = 1.0
+    core_restart_max_s: float = 30.0
 
 
 @dataclass
@@ -141,6 +167,10 @@ class Agent:
         self._started = clock()
         self.logs: deque[str] = deque(maxlen=200)
         self.stop_event = threading.Event()
+        self._restart_due: dict[str, float] = {}  # core -> when to restart it
+        self._restart_delay: dict[str, float] = {}  # core -> the back-off of its next restart
+        self._restarted_at: dict[str, float] = {}  # core -> when it was last restarted
+        self.core_restarts = 0
 
     # -- inputs from other threads ---------------------------------------------------------------
 
@@ -167,7 +197,18 @@ class Agent:
             except CoreLinkError as exc:
                 self.logs.append(f"{core_id}: not connected: {exc}")
         while not self.stop_event.is_set():
-            self.step(self.config.poll_interval_s)
+            try:
+                self.step(self.config.poll_interval_s)
+            except Exception as exc:  # the loop never dies; the next turn starts afresh
+                log.exception("agent step failed")
+                self.logs.append(f"step failed: {exc!r}"[:300])
+                self.stop_event.wait(self.config.poll_interval_s)
+
+    def close_cores(self) -> None:
+        """At shutdown: close every core link (transport EOF), so each core exits cleanly
+        instead of waiting out its retransmissions for a host that went silent."""
+        for client in self.cores.values():
+            client.close()
 
     def step(self, wait_s: float = 0.0) -> None:
         """One turn: inputs, workflow commands, core events, telemetry, reporting."""
@@ -189,12 +230,65 @@ class Agent:
             for event in events:
                 self._core_event(core_id, event)
         now = self._clock()
+        self._revive_cores(now)
         if now >= self._next_health:
             self._next_health = now + self.config.health_interval_s
             self.telemetry.add(self._health(now))
         self._flush_telemetry()
         if self._report_dirty:
             self._report()
+
+    # -- cores that exit ---------------------------------------------------------------------------
+
+    def restart_core(self, core: str, firmware: Path | None = None) -> CoreClient:
+        """Power-cycle `core` through the host (optionally into another firmware image); the
+        old client stops servicing its link first. The caller connects the new client."""
+        if self.host is None:
+            raise RuntimeError("this agent cannot restart cores")
+        old = self.cores.get(core)
+        if old is not None:
+            old.close()
+        client = self.host.restart_core(core, firmware)
+        self.cores[core] = client
+        return client
+
+    def _revive_cores(self, now: float) -> None:
+        """Restart each core whose link is gone, with back-off; a core that stays up for the
+        cap starts over at the first delay."""
+        if self.host is None or not self.config.restart_cores:
+            return
+        first, cap = self.config.core_restart_first_s, self.config.core_restart_max_s
+        for core, client in list(self.cores.items()):
+            if client.phase is not HostPhase.DISCONNECTED:
+                restarted = self._restarted_at.get(core)
+                if restarted is not None and now - restarted >= cap:
+                    del self._restarted_at[core]
+                    self._restart_delay.pop(core, None)
+                continue
+            due = self._restart_due.get(core)
+            if due is None:
+                delay = self._restart_delay.get(core, first)
+                self._restart_due[core] = now + delay
+                self.logs.append(f"{core}: link lost; restarting it in {delay:g} s")
+                log.warning("%s: core link lost; restarting it in %g s", core, delay)
+                continue
+            if now < due:
+                continue
+            delay = self._restart_delay.get(core, first)
+            del self._restart_due[core]
+            self._restart_delay[core] = min(cap, delay * 2)
+            self._restarted_at[core] = now
+            self.core_restarts += 1
+            try:
+                status = self.restart_core(core).connect()
+            except (CoreLinkError, OSError) as exc:
+                self.logs.append(f"{core}: restarted, not connected: {exc}")
+                self.record_event("crash", core, 1, f"restart failed: {exc}"[:200])
+                continue
+            self.logs.append(f"{core}: restarted after {delay:g} s ({status.state})")
+            log.info("%s: core restarted after %g s (%s)", core, delay, status.state)
+            self.record_event("crash", core, 1, f"core exited; restarted after {delay:g} s")
+            self._report_dirty = True
 
     def _dispatch(self, kind: str, value: Any) -> None:
         if kind == "desired":
@@ -251,11 +345,24 @@ class Agent:
         self._persist()
 
     def _execute(self, command: Command) -> None:
-        self._before_command(command)
-        handler = getattr(ops, f"do_{command.kind}")
-        event = handler(self, command)
-        if event is not None:
+        """Run one command and feed its outcome back. Whatever goes wrong inside a step (a bug,
+        an unexpected error from a port) becomes that step's failure, so the workflow reverts
+        and the loop lives on; only a power cut (a BaseException) stops it."""
+        try:
+            self._before_command(command)
+            handler = getattr(ops, f"do_{command.kind}")
+            event = handler(self, command)
+        except Exception as exc:
+            log.exception("%s %s failed", command.kind, command.core or "")
+            self.logs.append(f"{command.kind} {command.core or ''}: failed: {exc!r}"[:300])
+            event = _failure_of(command, exc)
+        if event is None:
+            return
+        try:
             self._feed(event)
+        except WorkflowError as exc:  # an answer the workflow no longer expects: keep going
+            log.error("workflow: %s", exc)
+            self.logs.append(f"workflow: {exc}")
 
     def verifier(self) -> DeviceVerifier:
         desired = self.desired

@@ -98,8 +98,7 @@ def _stage_firmware(agent: Agent, target: VerifiedTarget) -> None:
     if target.core not in agent.previous_firmware:
         agent.previous_firmware[target.core] = str(host.firmware_path(target.core))
         agent.persist()
-    agent.cores[target.core] = host.restart_core(target.core, image)
-    status = agent.cores[target.core].connect()
+    status = agent.restart_core(target.core, image).connect()
     wanted = ".".join(map(str, target.fields.version))
     if status.firmware_version != wanted:
         raise SigningError(f"{target.core} booted firmware {status.firmware_version}, not {wanted}")
@@ -110,8 +109,7 @@ def _restore_firmware(agent: Agent, core: str) -> None:
     if previous is None or agent.host is None:
         return
     if agent.host.firmware_path(core) != Path(previous):
-        agent.cores[core] = agent.host.restart_core(core, Path(previous))
-        agent.cores[core].connect()
+        agent.restart_core(core, Path(previous)).connect()
         agent.record_event("revert", core, 0, "firmware restored")
 
 
@@ -315,8 +313,7 @@ def handle(agent: Agent, name: str, payload: bytes) -> tuple[int, bytes]:
             if name == "reboot-core":
                 if agent.host is None:
                     return _reply(501, {"error": "this agent cannot restart cores"})
-                agent.cores[core] = agent.host.restart_core(core)
-                results[core] = agent.cores[core].connect().state
+                results[core] = agent.restart_core(core).connect().state
             else:
                 slot = agent.cores[core].revert()
                 agent.record_event("revert", core, 0, "operator rollback")

@@ -10,17 +10,21 @@ the outcomes back.
     STAGING     all staged      -> ACTIVATING      failure or cancel  -> ABORTING -> IDLE
     ACTIVATING  all passed      -> CONFIRMING      a core failed      -> REVERTING -> IDLE
     CONFIRMING  all confirmed   -> RECORDING       a core failed      -> REVERTING -> IDLE
-    RECORDING   recorded        -> IDLE (installed)
+    RECORDING   recorded        -> IDLE (installed)  failed           -> REVERTING -> IDLE
 
 Invariants:
+- One command is outstanding at a time: the next core's command goes out only when the last one
+  answered, so a failure on one core is never followed by a stale step queued for another (the
+  first failure of an activation or confirmation stops the steps and reverts every core).
 - A release is atomic across cores: nothing is activated before every target is staged, nothing
-  is confirmed before every core activated and passed its self-test, and if any core fails every
-  core that activated is reverted.
+  is confirmed before every core activated and passed its self-test, and if any step fails on
+  any core after activation began (activate, self-test, confirm, record) every core is reverted.
 - Targets that a profile may not install (firmware on `mt3620`) are refused before any transfer.
 - `revert` means "put this core back on the model it ran before the release": the driver reverts
   only a core that runs the plan's model, so reverting a core whose activation failed (it went
   back by itself) changes nothing.
-- An event that the current state does not expect raises `WorkflowError` naming both.
+- An event that the current state does not expect raises `WorkflowError` naming both; the
+  answer of a step that a failure overtook (a late `confirmed` while reverting) is ignored.
 - `restore()` rebuilds the machine after a crash from its persisted snapshot: a crash before
   activation starts the update over, during activation reverts every core, during confirmation
   confirms every core (or reverts all if one cannot be confirmed): never a half-installed release.
@@ -111,6 +115,15 @@ class _Run:
         return frozenset(p.core for p in self.plans)
 
 
+# Answers of a step that a failure overtook; while reverting they change nothing (the revert
+# covers that core whatever it answered).
+_LATE_ANSWERS = ("activated", "activate_failed", "confirmed", "confirm_failed", "recorded")
+
+
+def _ignored(event: Event) -> list[Command]:
+    return []
+
+
 def _report(
     state: str, run: _Run | None, *, reason: str = "", detail: str = "", step: str = ""
 ) -> Command:
@@ -152,7 +165,11 @@ class UpdateWorkflow:
             (Phase.CONFIRMING, "confirmed"): self._confirmed,
             (Phase.CONFIRMING, "confirm_failed"): self._confirm_failed,
             (Phase.RECORDING, "recorded"): self._recorded,
+            (Phase.RECORDING, "record_failed"): self._record_failed,
             (Phase.REVERTING, "reverted"): self._reverted,
+            (Phase.ABORTING, "stage_failed"): _ignored,
+            (Phase.ABORTING, "staged"): _ignored,
+            **{(Phase.REVERTING, late): _ignored for late in _LATE_ANSWERS},
         }
 
     # -- the driver's interface ------------------------------------------------------------------
@@ -289,15 +306,16 @@ class UpdateWorkflow:
     def _abort(self, failure: tuple[str, str, str]) -> list[Command]:
         assert self.run is not None
         self.run.failure = failure
+        self.run.answered = frozenset()
         self.phase = Phase.ABORTING
-        return [Command("abort", core=c) for c in sorted(self.run.cores)]
+        return self._each("abort")
 
     def _aborted(self, event: Event) -> list[Command]:
         run = self.run
         assert run is not None
         run.answered |= {event.core or ""}
         if run.answered < run.cores:
-            return []
+            return self._each("abort")
         reason, detail, step = run.failure or ("aborted", "", "stage")
         state = "idle" if reason == "cancelled" else "failed"
         return self._finish(state, reason=reason, detail=detail, step=step)
@@ -307,61 +325,61 @@ class UpdateWorkflow:
         assert run is not None
         run.activated |= {event.core or ""}
         run.answered |= {event.core or ""}
-        return self._after_activation_answer()
+        if run.answered < run.cores:
+            return self._each("activate")
+        run.answered = frozenset()
+        self.phase = Phase.CONFIRMING
+        return self._each("confirm")
 
     def _activate_failed(self, event: Event) -> list[Command]:
-        run = self.run
-        assert run is not None
-        run.answered |= {event.core or ""}
-        run.failure = run.failure or (event.reason, event.detail, "activate")
-        return self._after_activation_answer()
+        # The cores not yet activated are not activated: every core goes back (a revert of a
+        # core that never ran the new model changes nothing).
+        return self._revert_all((event.reason, event.detail, "activate"))
 
-    def _after_activation_answer(self) -> list[Command]:
+    def _revert_all(self, failure: tuple[str, str, str]) -> list[Command]:
         run = self.run
         assert run is not None
-        if run.answered < run.cores:
-            return []
+        run.failure = run.failure or failure
         run.answered = frozenset()
-        if run.failure is None:
-            self.phase = Phase.CONFIRMING
-            return self._each("confirm")
         self.phase = Phase.REVERTING
         return self._each("revert")
 
     def _each(self, kind: str) -> list[Command]:
-        """One command per core, carrying the plan that core is being moved to (its model)."""
+        """The command for the next core that has not answered this step, carrying the plan
+        that core is being moved to (its model); cores go in name order, one at a time."""
         run = self.run
         assert run is not None
         plans = {p.core: p for p in sorted(run.plans, key=lambda p: p.kind == "model")}
-        return [Command(kind, core=core, plan=plans[core]) for core in sorted(run.cores)]
+        waiting = sorted(run.cores - run.answered)
+        return [Command(kind, core=waiting[0], plan=plans[waiting[0]])] if waiting else []
 
     def _confirmed(self, event: Event) -> list[Command]:
         run = self.run
         assert run is not None
         run.confirmed |= {event.core or ""}
+        run.answered |= {event.core or ""}
         if run.confirmed < run.cores:
-            return []
+            return self._each("confirm")
         self.phase = Phase.RECORDING
         return [Command("record", release_id=run.release_id)]
 
     def _recorded(self, event: Event) -> list[Command]:
         return self._finish("idle", step="confirm")
 
+    def _record_failed(self, event: Event) -> list[Command]:
+        return self._revert_all((event.reason, event.detail, "record"))
+
     def _confirm_failed(self, event: Event) -> list[Command]:
-        run = self.run
-        assert run is not None
-        run.failure = run.failure or (event.reason, event.detail, "confirm")
-        run.answered = frozenset()
-        self.phase = Phase.REVERTING
-        return self._each("revert")
+        return self._revert_all((event.reason, event.detail, "confirm"))
 
     def _reverted(self, event: Event) -> list[Command]:
         run = self.run
         assert run is not None
         run.answered |= {event.core or ""}
         if run.answered < run.cores:
-            return []
+            return self._each("revert")
         reason, detail, step = run.failure or ("reverted", "", "activate")
+        detail = f"every core reverted to its previous release; {detail}".rstrip("; ")
         return self._finish("failed", reason=reason, detail=detail, step=step)
 
     def _finish(

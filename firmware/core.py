@@ -105,6 +105,17 @@ def run(sock: socket.socket, machine: CoreMachine, max_message_bytes: int) -> No
         machine.receive(data, time.monotonic())
 
 
+def _host_gone(sock: socket.socket) -> bool:
+    """Whether the host closed its end: EOF, possibly behind datagrams not yet read."""
+    try:
+        while select.select([sock], [], [], 0)[0]:
+            if not sock.recv(65536):
+                return True
+    except OSError:
+        return True
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -130,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BrokenPipeError, ConnectionResetError):
         pass
     except PeerUnresponsiveError as exc:
+        if _host_gone(sock):
+            return 0  # the host shut down (EOF queued behind the silence): a clean exit
         # The host stopped acknowledging: the core keeps its slots and stops, like a real M4
         # whose mailbox went silent; the agent restarts it when it comes back.
         print(f"firmware.core: {exc}", file=sys.stderr)

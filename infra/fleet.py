@@ -12,7 +12,8 @@ fleet adds what a fleet needs around them:
 - a network cut per device: every connection a device opens to a loopback service (the hub's MQTT
   listener, the blob store's HTTP server) goes through a relay of that device's own, and
   `disconnect(device)` drops the open connections and refuses new ones until `reconnect(device)`;
-- core faults: `kill_core` is a power cut of one core process.
+- core faults: `kill_core` is a power cut of one core process; the device's agent restarts a
+  core that exits (with back-off), as the board's A7 does.
 
 Invariants:
 - A device id is provisioned at most once per data folder; its group never changes after that.
@@ -38,6 +39,7 @@ from device_agent.target_source import HttpTargetSource, TargetSource
 from infra._relay import Relay
 from infra.hub import BackgroundHub, provision_device
 from infra.simdevice import CoreSpec, QueryFetcher, SimulatedDevice
+from signing.device_ids import device_segment
 from signing.files import atomic_write
 
 __all__ = ["DeviceIdentity", "Fleet", "FleetError", "FleetOptions", "parse_groups"]
@@ -73,8 +75,7 @@ class FleetOptions:
     inference_period_s: float = 0.5
     health_interval_s: float = 30.0
     backoff_max_s: float = 5.0  # devices come back quickly after a cut or a hub restart
-    reboot_dead_cores: bool = True  # power returns after a core's power cut (see `_watchdog`)
-    watchdog_interval_s: float = 0.5
+    reboot_dead_cores: bool = True  # each agent restarts a core that exits (power comes back)
 
 
 @dataclass(frozen=True)
@@ -157,9 +158,7 @@ class Fleet:
         self.devices: dict[str, SimulatedDevice] = {}
         self._relays: dict[str, Relay] = {}
         self._loop = asyncio.new_event_loop()
-        self._stopping = threading.Event()
-        self._watchdog_thread: threading.Thread | None = None
-        self.core_reboots = 0
+        self._reboots_of_stopped = 0
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="fleet-net", daemon=True
         )
@@ -201,7 +200,7 @@ class Fleet:
         identity = DeviceIdentity(
             device_id, group, provisioned.connection_string, (2 * index, 2 * index + 1)
         )
-        folder = self.data_dir / device_id
+        folder = self.data_dir / device_segment(device_id)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(folder / "identity.json", identity.to_json().encode())
         return identity
@@ -253,12 +252,6 @@ class Fleet:
     def _start(self) -> None:
         if not self._thread.is_alive():
             self._thread.start()
-        if self.options.reboot_dead_cores and self._watchdog_thread is None:
-            self._stopping.clear()
-            self._watchdog_thread = threading.Thread(
-                target=self._watchdog, name="fleet-watchdog", daemon=True
-            )
-            self._watchdog_thread.start()
         for device_id in self.identities:
             if device_id not in self.devices:
                 self.start_device(device_id)
@@ -280,7 +273,7 @@ class Fleet:
             device_id=device_id,
             hardware_id=self.options.hardware_id,
             profile=self.options.profile,
-            state_dir=self.data_dir / device_id,
+            state_dir=self.data_dir / device_segment(device_id),
             image_root=self._roots[0],
             director_root=self._roots[1],
             connection=ConnectionString.parse(identity.connection_string),
@@ -298,6 +291,7 @@ class Fleet:
                 for core, seed in zip(("m4-0", "m4-1"), identity.seeds, strict=True)
             },
             health_interval_s=self.options.health_interval_s,
+            restart_cores=self.options.reboot_dead_cores,
         )
         device.route = lambda url: self._route(relay, url)
         device.start()
@@ -315,29 +309,14 @@ class Fleet:
         device = self.devices.pop(device_id, None)
         if device is not None:
             device.stop()
+            self._reboots_of_stopped += device.revived_cores
 
-    def _watchdog(self) -> None:
-        """Power comes back after a core's power cut: a dead core process is booted again.
-
-        The board's A7 does it through the agent's own `reboot-core` method, once the agent has
-        no update under way (during one, the update's failure path must see the dead core first;
-        the agent refuses the method with 409 until the run is over)."""
-        while not self._stopping.wait(self.options.watchdog_interval_s):
-            for device in list(self.devices.values()):
-                for core, process in list(device.processes.items()):
-                    if process.alive or self._stopping.is_set():
-                        continue
-                    status, _ = device.agent.on_method(
-                        "reboot-core", json.dumps({"core": core}).encode()
-                    )
-                    if status == 200:
-                        self.core_reboots += 1
+    @property
+    def core_reboots(self) -> int:
+        """Core processes booted again after they exited (the agents restart them)."""
+        return self._reboots_of_stopped + sum(d.revived_cores for d in self.devices.values())
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._watchdog_thread is not None:
-            self._watchdog_thread.join(30)
-            self._watchdog_thread = None
         for device_id in list(self.devices):
             self.stop_device(device_id)
         if self._thread.is_alive():

@@ -70,6 +70,7 @@ class SimulatedDevice:
         store: RepositoryStore | None = None,
         cores: dict[str, CoreSpec] | None = None,
         health_interval_s: float = 30.0,
+        restart_cores: bool = True,
     ) -> None:
         self.profile = profile_named(profile)
         self.state_dir = state_dir
@@ -77,6 +78,7 @@ class SimulatedDevice:
             core: CoreSpec(seed=i) for i, core in enumerate(self.profile.core_ids)
         }
         self.processes: dict[str, CoreProcess] = {}
+        self.revived_cores = 0  # restarts of a core whose process had exited (a power cut)
         for core, spec in self.specs.items():  # the image each core was last switched to
             choice = self._firmware_choice(core)
             if choice.exists():
@@ -92,6 +94,7 @@ class SimulatedDevice:
             image_root=image_root,
             director_root=director_root,
             health_interval_s=health_interval_s,
+            restart_cores=restart_cores,
         )
         self._store = store
         self.hub_client: HubClient | None = None
@@ -150,6 +153,8 @@ class SimulatedDevice:
         """Power-cycle one core, booting `firmware` from now on if given (kept across runs)."""
         old = self.processes.get(core)
         if old is not None:
+            if not old.alive:
+                self.revived_cores += 1
             old.stop()
         if firmware is not None:
             self.specs[core].firmware = firmware
@@ -182,13 +187,17 @@ class SimulatedDevice:
             self.hub_client.start()
 
     def stop(self) -> None:
+        """Stop the agent, then close every core link first (each core sees EOF and exits
+        quietly), then the hub session. A core whose host stops acknowledging without EOF would
+        wait out its retransmissions and exit with a warning instead."""
         self.agent.stop_event.set()
         if self._thread is not None:
             self._thread.join(timeout=15)
-        if self.hub_client is not None:
-            self.hub_client.stop()
+        self.agent.close_cores()
         for process in self.processes.values():
             process.stop()
+        if self.hub_client is not None:
+            self.hub_client.stop()
 
     def kill_core(self, core: str) -> int:
         return self.processes[core].kill()

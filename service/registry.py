@@ -3,13 +3,16 @@
 `sync_registry(hub, storage, now)` pages through every twin (the hub's query API, never one call
 per device) and upserts devices in batches, one unit of work per batch, so a large fleet never
 holds a long transaction. It reads:
-- hardware id, profile and agent version from the reported `tinyfleet.agent` (the agent's own
-  report), falling back to the twin tags `hardwareId`/`hardware_id` and `profile`;
-- tags: the twin's string-valued tags (groups select on them);
+- hardware id and profile from the twin tags `hardwareId`/`hardware_id` and `profile` (set by
+  the hub's owner), falling back to the reported `tinyfleet.agent` (the agent's own report) only
+  where the operator set none; the agent version from the report;
+- tags: the twin's string-valued tags (group membership comes from them alone);
 - `reported`: the raw reported agent document (cores, installed release);
 - last seen: the twin's last activity time.
 
-Invariants: device-written values are untrusted, so a malformed field reads as absent; the
+Invariants: device-written values are untrusted, so a malformed field reads as absent, and a
+reported value never replaces an operator's tag (groups select on tags; a report only narrows,
+see `DeviceFilter`); the
 created time of a known device is kept (storage's upsert keeps it); returns how many twins were
 written.
 """
@@ -52,16 +55,16 @@ def device_from_twin(twin: DeviceTwin, now: datetime) -> Device:
     agent = twin.agent or {}
     tags = _tags(twin.tags)
     hardware = (
-        _text(agent.get("hardwareId"))
-        or tags.get("hardwareId")
+        tags.get("hardwareId")
         or tags.get("hardware_id")
+        or _text(agent.get("hardwareId"))
         or UNKNOWN_HARDWARE
     )
     return Device(
         id=twin.device_id,
         hardware_id=hardware[:_MAX_TEXT],
         created_at=now,
-        profile=_text(agent.get("profile")) or tags.get("profile", "")[:_MAX_TEXT],
+        profile=(tags.get("profile") or _text(agent.get("profile")))[:_MAX_TEXT],
         agent_version=_text(agent.get("agentVersion")),
         tags=tags,
         reported=dict(agent),

@@ -353,6 +353,7 @@ class ServiceRuntime:
             targets_url=urls.targets_url,
             holder=holder,
             query=urls.query,
+            device_query=urls.query_for,
         )
 
     def _start_engine(

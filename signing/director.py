@@ -1,6 +1,7 @@
 """The Uptane director: per device, exactly what it must install now, signed with online keys.
 
-One TUF repository per device under `director/devices/<id>/`, all sharing one director root
+One TUF repository per device under `director/devices/<segment>/` (the id made a safe path
+segment by `signing.device_ids.device_segment`), all sharing one director root
 (published under `director/root/` and copied into each device's folder, since a TUF client walks the
 root chain at its own metadata URL). The rollout engine calls `assign` and `revoke`; a scheduler
 calls `refresh` so that no device's metadata expires while nothing changes.
@@ -15,7 +16,6 @@ Invariants:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +32,8 @@ from signing._repo import (
     new_root,
     serialize,
 )
+from signing.device_ids import InvalidDeviceId, device_from_segment, device_segment
+from signing.device_ids import check_device_id as _check_hub_id
 from signing.image_repo import ExpiryPolicy, ImageRepository
 from signing.store import MemoryAnchor, RepositoryStore, RootAnchor, read_all
 
@@ -44,7 +46,6 @@ __all__ = [
 ]
 
 DIRECTOR_FIELD = "x-tinyfleet"
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 # Director metadata is online and per device: targets expire within a week, not a quarter.
@@ -59,9 +60,15 @@ class Assignment:
 
 
 def check_device_id(device_id: str) -> str:
-    if not _DEVICE_ID.match(device_id):
-        raise PublishError(f"device id {device_id!r} must match {_DEVICE_ID.pattern}")
-    return device_id
+    """Every IoT Hub device id (`signing.device_ids`); anything else is a PublishError."""
+    try:
+        return _check_hub_id(device_id)
+    except InvalidDeviceId as exc:
+        raise PublishError(str(exc)) from exc
+
+
+def _folder(device_id: str) -> str:
+    return device_segment(check_device_id(device_id))
 
 
 class DirectorRepository:
@@ -122,7 +129,7 @@ class DirectorRepository:
         return director
 
     def metadata_prefix(self, device_id: str) -> str:
-        return f"{self.prefix}/devices/{check_device_id(device_id)}/metadata/"
+        return f"{self.prefix}/devices/{_folder(device_id)}/metadata/"
 
     def root_bytes(self) -> bytes:
         """The verified current director root, to pin on devices at provisioning."""
@@ -131,7 +138,14 @@ class DirectorRepository:
 
     def devices(self) -> list[str]:
         names = self.store.list(f"{self.prefix}/devices/")
-        return sorted({n[len(self.prefix) + 9 :].split("/", 1)[0] for n in names})
+        folders = {n[len(self.prefix) + 9 :].split("/", 1)[0] for n in names}
+        ids = []
+        for folder in folders:
+            try:
+                ids.append(device_from_segment(folder))
+            except InvalidDeviceId:
+                continue  # not a folder this director wrote
+        return sorted(ids)
 
     def _device_repo(
         self, device_id: str, verify_with: Metadata[Root] | None = None
@@ -140,7 +154,7 @@ class DirectorRepository:
         that signed it when a rotation is re-signing it under a new one)."""
         repo = PublishedRepository(
             self.store,
-            f"{self.prefix}/devices/{check_device_id(device_id)}",
+            f"{self.prefix}/devices/{_folder(device_id)}",
             self.REPO,
             self.keyring,
         )

@@ -3,18 +3,28 @@ pure ICC link: every call sends a request, pumps the transport until the answer 
 deadline passes, and queues whatever else the core sent (inference results, logs, heartbeats,
 spontaneous reverts) as events for `poll()`.
 
+Servicing: once connected, a small pump thread per client keeps the link serviced whenever the
+owner is not inside a call (it acknowledges the core's frames, retransmits, and queues events),
+so a core is never starved while the agent works on another core or waits on the network. The
+owner's calls and the pump share one lock; the pump never waits for it (a call in progress
+pumps the link itself). `close()` stops the thread and closes the transport (the core sees EOF);
+`detach()` stops the thread and leaves the transport open for another client.
+
 Memory: `stage()` consumes the model as an iterator of chunks and holds at most one chunk plus
-`window` frames in flight, whatever the model size. Not thread-safe: one owner per client.
+`window` frames in flight, whatever the model size. One owner thread per client, plus its pump.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from device_agent.intercore._errors import CoreRefusedError, CoreStateError, CoreUnavailableError
 from device_agent.intercore._events import (
@@ -62,6 +72,8 @@ from firmware.icc import (
 
 __all__ = ["ClientLimits", "CoreClient"]
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
 _DATA_HEADER = 4  # DATA: u32 offset
 _VECTOR_HEADER = 7  # VECTOR: index, part, tolerance, u16 total, u16 offset
 
@@ -71,6 +83,18 @@ class ClientLimits:
     response_timeout_s: float = 10.0  # how long to wait for an answer to one request
     selftest_timeout_s: float = 30.0  # ACTIVATE loads and tests a model: allow more
     max_events: int = 256  # events kept for poll(); the oldest are dropped (and counted) beyond
+    # how often the pump thread services the link between calls; well under the core's
+    # patience (profile.retransmit_timeout_s * profile.max_retransmits)
+    pump_interval_s: float = 0.02
+
+
+def _locked(method: _F) -> _F:
+    @functools.wraps(method)
+    def call(self: CoreClient, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return call  # type: ignore[return-value]
 
 
 class CoreClient:
@@ -94,16 +118,27 @@ class CoreClient:
         self.dropped_events = 0
         self.phase = HostPhase.DISCONNECTED
         self.core_id = ""
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._transport_failed = False
+        self._pump_thread: threading.Thread | None = None
 
     # -- public API ----------------------------------------------------------------------------
 
     def connect(self) -> CoreStatus:
-        """Open a session (HELLO/CAPS) and return the core's status.
+        """Open a session (HELLO/CAPS) and return the core's status; from then on the link is
+        serviced between calls.
 
         Raises:
             CoreRefusedError: no protocol version in common (reason VERSION_UNSUPPORTED).
             CoreUnavailableError: no answer within the response timeout.
         """
+        with self._lock:
+            status = self._connect()
+        self._start_pump()
+        return status
+
+    def _connect(self) -> CoreStatus:
         self._link = ReliableLink.for_profile(self.profile)
         nonce = self._nonce() & 0xFFFFFFFF
         hello = Hello(
@@ -127,6 +162,7 @@ class CoreClient:
             if self._clock() >= deadline:
                 raise CoreUnavailableError("the core did not answer HELLO")
 
+    @_locked
     def status(self) -> CoreStatus:
         """A fresh status from the core (STATUS/CAPS)."""
         self._require_connected()
@@ -134,6 +170,7 @@ class CoreClient:
         assert isinstance(caps, Caps)
         return CoreStatus.from_caps(caps)
 
+    @_locked
     def stage(self, target: ModelTarget, chunks: Iterable[bytes]) -> int:
         """Stream a verified model into the core's inactive slot; return the slot.
 
@@ -175,6 +212,7 @@ class CoreClient:
         self._advance("staged")
         return slot
 
+    @_locked
     def activate(self, slot: int, *, confirm_timeout_s: float = 60.0) -> SelfTestReport:
         """Load the staged slot, run its self-test, and start the trial.
 
@@ -204,6 +242,7 @@ class CoreClient:
         self._advance("activated")
         return report
 
+    @_locked
     def confirm(self, slot: int) -> None:
         """Make the trial model the confirmed one."""
         self._require(HostPhase.TRIAL, "confirm")
@@ -212,6 +251,7 @@ class CoreClient:
         )
         self._advance("confirmed")
 
+    @_locked
     def revert(self) -> int | None:
         """End a trial, or roll a confirmed model back to the previous one; return the slot
         now running (None if the core has no model left).
@@ -232,6 +272,7 @@ class CoreClient:
         self._advance("reverted")
         return None if reply.slot == NO_SLOT else reply.slot
 
+    @_locked
     def poll(self, timeout: float = 0.0) -> list[CoreEvent]:
         """Pump the link for up to `timeout` seconds and return the queued events."""
         if self.phase != HostPhase.DISCONNECTED:
@@ -249,8 +290,67 @@ class CoreClient:
         return {**stats, "dropped_events": self.dropped_events}
 
     def close(self) -> None:
-        self._transport.close()
-        self.phase = HostPhase.DISCONNECTED
+        """Stop servicing the link and close the transport: the core sees EOF and exits."""
+        self._stop_pump()
+        # A call stuck in another thread (shutdown mid-update) must not keep the core waiting:
+        # after a short wait the transport is closed anyway and that call fails.
+        locked = self._lock.acquire(timeout=2.0)
+        try:
+            self._transport.close()
+            self.phase = HostPhase.DISCONNECTED
+        finally:
+            if locked:
+                self._lock.release()
+
+    def detach(self) -> None:
+        """Stop servicing the link but leave the transport open (another client takes it over,
+        as an agent restarted in the same process does)."""
+        self._stop_pump()
+        with self._lock:
+            self.phase = HostPhase.DISCONNECTED
+
+    # -- the pump thread -----------------------------------------------------------------------
+
+    def _start_pump(self) -> None:
+        if self._pump_thread is not None and self._pump_thread.is_alive():
+            return
+        if self._stopping.is_set() or self._transport_failed:
+            return
+        name = f"core-pump-{self.core_id or id(self)}"
+        self._pump_thread = threading.Thread(target=self._pump_loop, name=name, daemon=True)
+        self._pump_thread.start()
+
+    def _stop_pump(self) -> None:
+        self._stopping.set()
+        thread = self._pump_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def _pump_loop(self) -> None:
+        """Between the owner's calls: take what arrived, acknowledge it, retransmit when due."""
+        while not self._stopping.wait(self.limits.pump_interval_s):
+            if not self._lock.acquire(blocking=False):
+                continue  # a call is in progress and pumps the link itself
+            try:
+                if self._stopping.is_set() or self._transport_failed:
+                    return
+                if self.phase != HostPhase.DISCONNECTED:
+                    self._drain()
+            except CoreUnavailableError:
+                pass  # the phase says DISCONNECTED; the owner finds out on its next call
+            finally:
+                self._lock.release()
+
+    def _drain(self) -> None:
+        """Flush, then take every message already received, without waiting."""
+        self._flush()
+        for _ in range(4 * self._link.window + 16):  # bounded: never hold the lock for long
+            data = self._recv(0.0)
+            if data is None:
+                break
+            for message in self._link.receive(data):
+                self._dispatch(message)
+        self._flush()
 
     # -- transfer helpers ----------------------------------------------------------------------
 
@@ -282,12 +382,25 @@ class CoreClient:
 
     def _send_model(self, chunks: Iterable[bytes]) -> None:
         room, offset = self._room(_DATA_HEADER), 0
-        for chunk in chunks:
+        iterator = iter(chunks)
+        while True:
+            with self._unlocked():  # a chunk may take long to arrive: let the pump run meanwhile
+                chunk = next(iterator, None)
+            if chunk is None:
+                return
             view = memoryview(chunk)
             for start in range(0, len(view), room):
                 piece = bytes(view[start : start + room])
                 self._send_flow(Data(offset, piece))
                 offset += len(piece)
+
+    @contextlib.contextmanager
+    def _unlocked(self) -> Iterator[None]:
+        self._lock.release()
+        try:
+            yield
+        finally:
+            self._lock.acquire()
 
     def _abort(self) -> None:
         with contextlib.suppress(CoreUnavailableError, CoreRefusedError):
@@ -336,7 +449,19 @@ class CoreClient:
             self.phase = HostPhase.DISCONNECTED
             raise CoreUnavailableError(str(exc)) from exc
         for frame in frames:
-            self._transport.send(frame)
+            try:
+                self._transport.send(frame)
+            except CoreUnavailableError:
+                self.phase, self._transport_failed = HostPhase.DISCONNECTED, True
+                raise
+
+    def _recv(self, timeout: float) -> bytes | None:
+        try:
+            return self._transport.recv(timeout)
+        except CoreUnavailableError:
+            # EOF or a closed socket: this transport is finished (a restart brings a new one)
+            self.phase, self._transport_failed = HostPhase.DISCONNECTED, True
+            raise
 
     def _pump(self, deadline: float, *, until_progress: bool = False) -> None:
         """Flush, then receive for at most until `deadline` (or the next retransmission)."""
@@ -345,11 +470,7 @@ class CoreClient:
             now = self._clock()
             wake = self._link.next_deadline()
             wait = min(deadline, wake) - now if wake is not None else deadline - now
-            try:
-                data = self._transport.recv(max(0.0, min(wait, 0.05)))
-            except CoreUnavailableError:
-                self.phase = HostPhase.DISCONNECTED
-                raise
+            data = self._recv(max(0.0, min(wait, 0.05)))
             if data is not None:
                 for message in self._link.receive(data):
                     self._dispatch(message)

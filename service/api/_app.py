@@ -11,6 +11,7 @@ from service.api import (
     _routes_admin,
     _routes_devices,
     _routes_groups,
+    _routes_outbox,
     _routes_releases,
     _routes_rollouts,
 )
@@ -48,6 +49,7 @@ def create_app(
         _routes_releases.router,
         _routes_rollouts.router,
         _routes_admin.router,
+        _routes_outbox.router,
         *routers,
     ):
         app.include_router(router, prefix=API_PREFIX)

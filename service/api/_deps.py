@@ -27,6 +27,7 @@ __all__ = [
     "After",
     "Context",
     "Limit",
+    "ensure_role",
     "get_context",
     "require",
 ]
@@ -57,6 +58,17 @@ def _authenticate(
     if token is None or token.revoked_at is not None:
         raise ApiProblem(401, "unauthorized", "the token is unknown or revoked")
     return token
+
+
+def ensure_role(token: ApiToken, role: Role, why: str) -> None:
+    """Refuse (403) a request that needs more than its route's role, e.g. an operator route
+    whose body touches a production group (only an admin may)."""
+    if ROLE_RANK[token.role] < ROLE_RANK[role]:
+        raise ApiProblem(
+            403,
+            "forbidden",
+            f"token {token.name!r} has role {token.role.value!r}; {why} needs {role.value!r}",
+        )
 
 
 def require(role: Role) -> Callable[..., ApiToken]:

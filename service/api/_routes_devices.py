@@ -65,7 +65,8 @@ def list_devices(
     )
     with context.storage.begin(readonly=True) as uow:
         page = uow.devices.list(where, after=after, limit=limit)
-    return PageOut(items=[device_out(d) for d in page.items], next_after=page.next_after)
+    now = context.clock()
+    return PageOut(items=[device_out(d, now) for d in page.items], next_after=page.next_after)
 
 
 @router.post("/sync", response_model=SyncOut)
@@ -81,7 +82,7 @@ def sync_devices(token: Operator, context: Context) -> SyncOut:
 @router.get("/{device_id}", response_model=DeviceOut, responses=problem_responses(404))
 def get_device(device_id: str, _token: Viewer, context: Context) -> DeviceOut:
     with context.storage.begin(readonly=True) as uow:
-        return device_out(uow.devices.get(device_id))
+        return device_out(uow.devices.get(device_id), context.clock())
 
 
 @router.get("/{device_id}/jobs", response_model=Items[JobOut], responses=problem_responses(404))

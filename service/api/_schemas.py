@@ -73,6 +73,7 @@ class DeviceOut(BaseModel):
     tags: dict[str, str]
     reported: dict[str, Any]
     last_seen: datetime | None
+    online: bool = Field(description="seen in the last 5 minutes, by the service's clock")
     created_at: datetime
     cores: list[CoreOut]
     release: str | None = Field(description="the installed release, as the device reports it")
@@ -197,6 +198,7 @@ class RetryIn(BaseModel):
     max_retries: int = 2
     backoff_base_seconds: float = 60
     backoff_cap_seconds: float = 6 * 3600
+    offer_timeout_seconds: float = 86400
 
 
 class RateIn(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from service.api._schemas import (
@@ -69,7 +70,13 @@ def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def device_out(device: Device) -> DeviceOut:
+# A device is online when the service saw it this recently, by the service's clock: a dashboard's
+# own clock may be off by hours, so the browser never judges it.
+ONLINE_WITHIN = timedelta(minutes=5)
+
+
+def device_out(device: Device, now: datetime) -> DeviceOut:
+    seen = device.last_seen
     return DeviceOut(
         id=device.id,
         hardware_id=device.hardware_id,
@@ -78,6 +85,7 @@ def device_out(device: Device) -> DeviceOut:
         tags=dict(device.tags),
         reported=dict(device.reported),
         last_seen=device.last_seen,
+        online=seen is not None and abs(now - seen) <= ONLINE_WITHIN,
         created_at=device.created_at,
         cores=_cores(device.reported),
         release=_str(device.reported.get("installedReleaseId")),

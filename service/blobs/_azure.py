@@ -8,12 +8,15 @@ READ_CHUNK requests.
 `signed_prefix` is a read-only *container* SAS: Azure scopes SAS tokens to a blob, a container,
 or (only on accounts with a hierarchical namespace) a directory, so the grant covers the whole
 container. Give the repositories a container of their own (docs/decisions/0004-blob-store.md).
+For the same reason `signed_prefixes` (one device's folders) is that container SAS too: on Azure a
+device's grant also reads the other devices' director metadata (signed, and naming its device,
+so it is refused if replayed, but readable).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 from urllib.parse import quote
@@ -39,6 +42,7 @@ from service.blobs._errors import (
     BlobError,
     BlobNotFound,
     BlobUnavailable,
+    InvalidBlobPath,
     RangeNotSatisfiable,
 )
 from service.blobs._port import BlobInfo, SignedPrefix, check_path, check_prefix, check_range
@@ -202,6 +206,12 @@ class AzureBlobStore:
             expiry=expiry,
         )
         return SignedPrefix(f"{self._container.url}/{quote(check_prefix(prefix))}", sas)
+
+    def signed_prefixes(self, base: str, prefixes: Sequence[str], expires_in: int) -> SignedPrefix:
+        """The container SAS over `base` (Azure has no grant of several folders)."""
+        if not prefixes or any(not check_prefix(p).startswith(base) for p in prefixes):
+            raise InvalidBlobPath(f"prefixes {prefixes!r} must be folders under {base!r}")
+        return self.signed_prefix(base, expires_in)
 
 
 def _stream(chunks: Iterator[Any], path: str) -> Iterator[bytes]:

@@ -14,7 +14,7 @@ Invariants (checked by `tests/contract/blobs/`, for every adapter):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -90,6 +90,12 @@ class BlobStore(Protocol):
 
     def signed_prefix(self, prefix: str, expires_in: int) -> SignedPrefix:
         """Read access to every blob under `prefix` (a folder, ending in `/`)."""
+        ...
+
+    def signed_prefixes(self, base: str, prefixes: Sequence[str], expires_in: int) -> SignedPrefix:
+        """Read access to the blobs under any of `prefixes` (folders under the folder `base`),
+        and nothing else under `base`; the URL's base is `base`. Raises InvalidBlobPath for a
+        prefix outside `base`. (Azure cannot: it grants its whole container, see `_azure`.)"""
         ...
 
 

@@ -2,12 +2,15 @@
 
 A URL is `{base_url}{path}?exp={unix seconds}&sig={hex}`; a prefix grant adds `scope={prefix}`
 and is valid for every path under it (python-tuf joins names onto a base URL itself, so a device
-fetching a repository needs one query string for the whole folder).
+fetching a repository needs one query string for the whole folder). A grant of several folders
+(`scopes={prefix}\n{prefix}...`, one device's image repository and its own director folder) is
+valid under any of them; a folder never contains a newline (`check_path`).
 
 Pure: time is a parameter, no I/O.
 
 Invariants:
-- A signature covers the kind of grant (blob or prefix), the exact path or prefix, and the expiry;
+- A signature covers the kind of grant (blob, prefix or prefixes), the exact path or prefixes,
+  and the expiry;
   changing any of them, or using the grant for a path outside its prefix, fails verification.
 - Verification compares signatures in constant time and refuses expired grants (`exp <= now`).
 - Keys shorter than 32 bytes and lifetimes over `max_expires_in` are refused when signing.
@@ -17,11 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-from service.blobs._errors import BlobConfigError, BlobRequestError
+from service.blobs._errors import BlobConfigError, BlobRequestError, InvalidBlobPath
 from service.blobs._port import SignedPrefix, check_path, check_prefix
 
 __all__ = ["MIN_KEY_BYTES", "LocallySigned", "SignatureRefused", "UrlSigner"]
@@ -66,14 +69,32 @@ class UrlSigner:
         query = urlencode({"exp": exp, "scope": prefix, "sig": sig})
         return SignedPrefix(f"{self.base_url}{quote(prefix)}", query)
 
+    def sign_prefixes(
+        self, base: str, prefixes: Sequence[str], now: int, expires_in: int
+    ) -> SignedPrefix:
+        exp = self._expiry(now, expires_in)
+        scopes = _scopes(base, prefixes)
+        sig = self._mac("prefixes", "\n".join(scopes), exp)
+        query = urlencode({"exp": exp, "scopes": "\n".join(scopes), "sig": sig})
+        return SignedPrefix(f"{self.base_url}{quote(base)}", query)
+
     def verify(self, path: str, params: Mapping[str, str], now: int) -> None:
         """Accept or raise SignatureRefused; `params` is the request's decoded query."""
         raw_exp, sig = params.get("exp", ""), params.get("sig", "")
         if not raw_exp.isdigit() or len(raw_exp) > 12 or not sig:
             raise SignatureRefused("missing or malformed exp/sig")
         exp = int(raw_exp)
-        scope = params.get("scope")
-        if scope is None:
+        scope, scopes = params.get("scope"), params.get("scopes")
+        if scope is not None and scopes is not None:
+            raise SignatureRefused("a grant has one scope or a list of scopes, not both")
+        if scopes is not None:
+            folders = scopes.split("\n")
+            if not all(f.endswith("/") for f in folders):
+                raise SignatureRefused("every scope must be a folder")
+            if not any(path.startswith(f) for f in folders):
+                raise SignatureRefused(f"{path!r} is outside the granted prefixes")
+            expected = self._mac("prefixes", scopes, exp)
+        elif scope is None:
             expected = self._mac("blob", path, exp)
         else:
             if not scope.endswith("/") and scope != "":
@@ -85,6 +106,14 @@ class UrlSigner:
             raise SignatureRefused("signature does not match")
         if exp <= now:
             raise SignatureRefused("the URL has expired")
+
+
+def _scopes(base: str, prefixes: Sequence[str]) -> list[str]:
+    check_prefix(base)
+    scopes = sorted({check_prefix(p) for p in prefixes})
+    if not scopes or any(not p or not p.startswith(base) for p in scopes):
+        raise InvalidBlobPath(f"prefixes {prefixes!r} must be folders under {base!r}")
+    return scopes
 
 
 class LocallySigned:
@@ -104,3 +133,6 @@ class LocallySigned:
 
     def signed_prefix(self, prefix: str, expires_in: int) -> SignedPrefix:
         return self._signing().sign_prefix(prefix, int(self._clock()), expires_in)
+
+    def signed_prefixes(self, base: str, prefixes: Sequence[str], expires_in: int) -> SignedPrefix:
+        return self._signing().sign_prefixes(base, prefixes, int(self._clock()), expires_in)

@@ -32,6 +32,7 @@ from infra.hub import BackgroundHub, FeedConsumer, HubConfig, TelemetryFeed, pro
 from infra.simdevice import CoreSpec, SimulatedDevice
 from service.cli._output import console, emit_table
 from service.trust import TrustService
+from signing.device_ids import device_segment
 
 
 class _Quiet(SimpleHTTPRequestHandler):
@@ -110,7 +111,7 @@ def _deploy(registry: IoTHubRegistryManager, device_id: str, base: str) -> None:
         "workflow": {"action": 3, "id": f"demo-{int(time.time())}"},
         "repository": {
             "imageUrl": f"{base}/image/metadata/",
-            "directorUrl": f"{base}/director/devices/{device_id}/metadata/",
+            "directorUrl": f"{base}/director/devices/{device_segment(device_id)}/metadata/",
             "targetsUrl": f"{base}/image/targets/",
         },
     }

@@ -315,13 +315,24 @@ def watch(api: Api, rollout_id: str, timeout: float, *, quiet: bool = False) -> 
     with Live(_table(rollout), console=console, refresh_per_second=4, transient=quiet) as live:
         while rollout["state"] not in TERMINAL:
             if rollout["state"] == "paused" or time.monotonic() > deadline:
-                raise DemoFailed(f"rollout {rollout_id} stuck in {rollout['state']}")
+                raise DemoFailed(f"rollout {rollout_id} stuck in {rollout['state']}{_why(rollout)}")
             time.sleep(0.5)
             rollout = api.call("GET", f"/rollouts/{rollout_id}")
             live.update(_table(rollout))
     if not quiet:
         console.line()  # what follows starts below the last frame, piped or not
     return rollout
+
+
+def _why(rollout: Mapping[str, Any]) -> str:
+    """What a stuck rollout waits for: its reason, its gate's verdict and its stages' counts."""
+    gate = rollout.get("gate") or {}
+    parts = [str(rollout.get("reason") or "")]
+    if gate:
+        parts.append(f"gate {gate.get('verdict')}: {gate.get('reason', '')}")
+    parts += [f"{s['name']} {dict(s.get('counts') or {})}" for s in rollout.get("stages", [])]
+    text = "; ".join(p for p in parts if p)
+    return f" ({text})" if text else ""
 
 
 def running_versions(stack: Stack, group: str) -> set[str]:

@@ -34,6 +34,7 @@ from service.config import Mode
 from service.trust import ArtifactSpec, TrustService, stream_targets
 from signing import SigningError, UpdateRejected
 from signing.device import DeviceIdentity, DeviceVerifier
+from signing.device_ids import device_segment
 from signing.keys import KeyScheme
 from signing.store import DirectoryStore, StoreFetcher
 
@@ -197,7 +198,7 @@ def _attacks(service: TrustService, attacks: list[Attack]) -> None:
         with tempfile.TemporaryDirectory(prefix="tinyfleet-attack-") as tmp:
             mirror, state = Path(tmp) / "mirror", Path(tmp) / "device"
             shutil.copytree(service.settings.repo_dir, mirror)
-            own_state = service.settings.devices_dir / device_id
+            own_state = service.settings.devices_dir / device_segment(device_id)
             if own_state.exists():
                 shutil.copytree(own_state, state)
             before = _state(state)
@@ -222,7 +223,7 @@ def _try_update(
         director_root=roots[1],
         fetcher=StoreFetcher(store),
         image_url="store:///image/metadata/",
-        director_url=f"store:///director/devices/{device_id}/metadata/",
+        director_url=f"store:///director/devices/{device_segment(device_id)}/metadata/",
     )
     try:
         release = device.check()

@@ -77,11 +77,15 @@ def put(
     ] = None,
     query: Annotated[
         str | None,
-        typer.Option("--query", help='Members: devices matching "field=value and ...".'),
+        typer.Option("--query", help='Members: "tags.KEY=VALUE and field=value ...".'),
     ] = None,
     tz: Annotated[str, typer.Option("--tz", help="IANA time zone for windows.")] = "UTC",
     production: Annotated[
-        bool, typer.Option("--production", help="Rollouts need a second operator's approval.")
+        bool,
+        typer.Option(
+            "--production",
+            help="Rollouts reaching its devices need a second operator (admin only).",
+        ),
     ] = False,
     server: ServerOpt = None,
     token: TokenOpt = None,

@@ -18,6 +18,7 @@ from service.cli import (
     hub,
     keys,
     models,
+    outbox,
     release,
     repo,
     rollout,
@@ -44,6 +45,7 @@ app.add_typer(devices.app, name="devices")
 app.add_typer(groups.app, name="groups")
 app.add_typer(rollout.app, name="rollout")
 app.add_typer(audit.app, name="audit")
+app.add_typer(outbox.app, name="outbox")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(telemetry.app, name="telemetry")
 app.command(name="demo")(demo.demo)

@@ -14,6 +14,7 @@ from service.cli._release_remote import RELEASE_COLUMNS, release_row
 from service.cli._release_remote import register as _register_remote
 from service.cli._remote import ProfileOpt, ServerOpt, TokenOpt, connect
 from service.trust import ArtifactSpec
+from signing.device_ids import device_segment
 from signing.fields import CORES
 
 app = typer.Typer(
@@ -148,7 +149,7 @@ def verify(
     service = _context.trust(data)
     with _context.errors():
         verifier = service.device_verifier(
-            device, hardware, state or service.settings.devices_dir / device
+            device, hardware, state or service.settings.devices_dir / device_segment(device)
         )
         release = verifier.check()
         if release is None:

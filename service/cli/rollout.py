@@ -321,7 +321,7 @@ for _name, _doc in (
     ("resume", "Resume a paused rollout."),
     ("abort", "Abort: cancel every pending offer; installed devices keep the release."),
     ("rollback", "Roll the group back to the previous release."),
-    ("approve", "Approve the next stage (or the start, for production groups)."),
+    ("approve", "Approve the next stage (or the start or resume, for production devices)."),
     ("next-stage", "Advance to the next stage now, without waiting for the soak."),
 ):
     _command(_name, _doc)

@@ -23,8 +23,10 @@ Invariants:
 - "Done" is observed (DESIGN decision 5): CONFIRMED needs a report whose `installed_release_id`
   is the job's release, with no faulty core, seen at or after `soak_until`. Silence until
   `soak_until + confirm_grace` is TIMED_OUT, never CONFIRMED.
-- The in-progress timeout starts at the first progress report, not at the offer: an offline
-  device keeps its offer and catches up when it returns (AWS IoT Jobs semantics).
+- An offer no progress report answers times out after `retry.offer_timeout` (a day by
+  default): an offline device keeps its offer that long and catches up when it returns (AWS IoT
+  Jobs semantics), but a stage never waits on it for ever; the in-progress timeout then starts
+  at the first progress report.
 - Each offer has its own workflow id `rollout.release.attempt`, so a report about an older
   attempt cannot move the current one; a job makes at most `1 + max_retries` offers
   (`attempt - earlier_attempts`).
@@ -158,6 +160,7 @@ TRANSITIONS: Mapping[JobState, Mapping[type[JobEvent], frozenset[JobState]]] = {
     S.OFFERED: {
         **_BEFORE_ACTIVATION,
         Progressed: frozenset({S.DOWNLOADING, S.VERIFYING, S.TRANSFERRING, S.ACTIVATING}),
+        Deadline: _RETRYABLE_DEADLINE,
     },
     S.DOWNLOADING: {
         **_BEFORE_ACTIVATION,
@@ -214,9 +217,8 @@ def _offered(job: Job, event: Offered, now: datetime, policy: RetryPolicy) -> _O
             f"Offered({event.workflow_id}) at {now}",
             (f"Offered({expected}) at or after {job.not_before or 'any time'}",),
         )
-    return replace(
-        job, state=S.OFFERED, attempt=job.attempt + 1, workflow_id=expected, not_before=None
-    ), ()
+    offered = replace(job, state=S.OFFERED, attempt=job.attempt + 1, workflow_id=expected)
+    return replace(offered, not_before=None, deadline=now + policy.offer_timeout), ()
 
 
 def _progressed(job: Job, event: Progressed, now: datetime, policy: RetryPolicy) -> _Outcome:

@@ -215,10 +215,13 @@ def figures_by_stage(jobs: Iterable[Job], stages: int) -> tuple[StageFigures, ..
 
 @dataclass(frozen=True)
 class Candidate:
-    """A PENDING job the engine may offer now: its stage started, its retry wait is over."""
+    """A PENDING job the engine may offer now: its stage started, its retry wait is over.
+    `production`: the device is a member of a production group (the engine looks it up at
+    every offer), so offering needs a second operator's approval."""
 
     device_id: str
     next_attempt: int
+    production: bool = False
 
 
 def select_offers(candidates: Sequence[Candidate], budget: int) -> list[Candidate]:

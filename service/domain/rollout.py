@@ -28,12 +28,17 @@ Invariants:
   pair raises `InvalidTransitionError` naming both, and a handler cannot leave its listed targets.
 - A production rollout leaves DRAFT only with approvals from two distinct operators (the one who
   starts it counts); otherwise `ApprovalRequiredError`.
+- No forward offer reaches a production device (`Candidate.production`, decided per device at
+  every offer, whatever the spec says) without approvals from two distinct operators: the
+  decision offers nothing, pauses the rollout (from COMPLETED too) and asks for approval; the
+  jobs stay PENDING. Approve while PAUSED records an approver, and so does Resume.
 - Offers (`WriteDirector` then `OfferRelease`, per device) are emitted only in RUNNING, SOAKING,
   AWAITING_APPROVAL, COMPLETED (to devices that joined the group later) and ROLLING_BACK; forward
   offers only while a maintenance window is open; each device at most once per decision; never
   more than the rate allows in any 60 seconds.
-- The stage index only grows, and only by one step at a time; COMPLETED, ROLLED_BACK are final,
-  and ABORTED and COMPLETED can only go on to ROLLING_BACK.
+- The stage index only grows, and only by one step at a time; ROLLED_BACK is final, ABORTED
+  can only go on to ROLLING_BACK, and COMPLETED only to ROLLING_BACK or (a production device
+  joined without approval) PAUSED.
 - Failures are counted over the stages started so far, from the last Resume on: Resume
   acknowledges the failures seen before it (so a paused rollout does not trip again at once).
 - No stage waits for ever (DeadlinePolicy): a stage whose open devices (confirmed, soaking, in
@@ -199,6 +204,7 @@ TRANSITIONS: Mapping[RolloutState, Mapping[type[RolloutEvent], frozenset[Rollout
         GateResult: _TRIPPED | {R.AWAITING_APPROVAL},
     },
     R.PAUSED: {
+        Approve: frozenset({R.PAUSED}),
         Resume: _ENTRY,
         NextStage: _FORCED,
         Abort: frozenset({R.ABORTED}),
@@ -206,7 +212,10 @@ TRANSITIONS: Mapping[RolloutState, Mapping[type[RolloutEvent], frozenset[Rollout
         GateResult: frozenset({R.PAUSED}),
         Tick: frozenset({R.PAUSED}),
     },
-    R.COMPLETED: {Rollback: frozenset({R.ROLLING_BACK}), Tick: frozenset({R.COMPLETED})},
+    R.COMPLETED: {
+        Rollback: frozenset({R.ROLLING_BACK}),
+        Tick: frozenset({R.COMPLETED, R.PAUSED}),  # PAUSED: a production joiner needs approval
+    },
     R.ABORTED: {Rollback: frozenset({R.ROLLING_BACK}), Tick: frozenset({R.ABORTED})},
     R.ROLLING_BACK: {
         RollbackPlanned: frozenset({R.ROLLING_BACK}),
@@ -330,12 +339,37 @@ def _offer(rollout: Rollout, summary: JobsSummary, now: datetime) -> _Step:
         return rollout, []
     assert release is not None  # ROLLING_BACK is reached only with a previous release
     chosen = select_offers(summary.candidates, offer_budget(rollout, summary.stages, now))
+    if rollout.state is not R.ROLLING_BACK and (held := _production_hold(rollout, chosen)):
+        return held
     commands: list[Command] = []
     for candidate in chosen:
         wid = workflow_id(spec.rollout_id, release, candidate.next_attempt)
         commands.append(WriteDirector(candidate.device_id, release))
         commands.append(OfferRelease(spec.rollout_id, candidate.device_id, release, wid))
     return replace(rollout, ledger=rollout.ledger.record(now, len(chosen))), commands
+
+
+def _production_hold(rollout: Rollout, chosen: Sequence[Candidate]) -> _Step | None:
+    """The two-person rule at the offer: a device in a production group gets a release only
+    once two distinct operators approved the rollout, whatever its group's flag said when it
+    was created (the flag can change, and groups overlap). Otherwise offer nothing and pause."""
+    if len(rollout.approvals) >= 2:
+        return None
+    production = sorted(c.device_id for c in chosen if c.production)
+    if not production:
+        return None
+    shown = ", ".join(production[:3]) + (
+        f" and {len(production) - 3} more" if len(production) > 3 else ""
+    )
+    reason = (
+        f"production devices ({shown}) need approvals from 2 distinct operators; "
+        f"has {', '.join(sorted(rollout.approvals)) or 'none'}: approve, then resume"
+    )
+    paused = replace(rollout, state=R.PAUSED, reason=reason)
+    return paused, [
+        RequestApproval(rollout.spec.rollout_id, rollout.stage, reason),
+        _notify(rollout, "approval-required", reason),
+    ]
 
 
 def _tick(rollout: Rollout, event: Tick, summary: JobsSummary, now: datetime) -> _Step:
@@ -406,7 +440,7 @@ def _start(rollout: Rollout, event: Start, summary: JobsSummary, now: datetime) 
 
 
 def _approve(rollout: Rollout, event: Approve, summary: JobsSummary, now: datetime) -> _Step:
-    if rollout.state is R.DRAFT:
+    if rollout.state in (R.DRAFT, R.PAUSED):
         return replace(rollout, approvals=rollout.approvals | {event.operator}), []
     return _advance(rollout, now, f"approved by {event.operator}")
 
@@ -417,13 +451,18 @@ def _pause(rollout: Rollout, event: Pause, summary: JobsSummary, now: datetime) 
     ]
 
 
-def _resume(rollout: Rollout, event: Resume, summary: JobsSummary, now: datetime) -> _Step:
+def _acknowledged(rollout: Rollout, summary: JobsSummary) -> Rollout:
+    """The failures seen so far are known to the operator: count only later ones."""
     started = _started(rollout, summary)
+    return replace(
+        rollout, baseline_failed=started.failed, baseline_finished=started.finished, reason=""
+    )
+
+
+def _resume(rollout: Rollout, event: Resume, summary: JobsSummary, now: datetime) -> _Step:
     acknowledged = replace(
-        rollout,
-        baseline_failed=started.failed,
-        baseline_finished=started.finished,
-        reason="",
+        _acknowledged(rollout, summary),
+        approvals=rollout.approvals | {event.operator},  # as Start: the one who resumes counts
         resumed_at=now,
     )
     return _entry(acknowledged, now), [_notify(rollout, "resumed", f"by {event.operator}")]
@@ -445,13 +484,7 @@ def _rollback(rollout: Rollout, event: Rollback, summary: JobsSummary, now: date
 
 def _next_stage(rollout: Rollout, event: NextStage, summary: JobsSummary, now: datetime) -> _Step:
     if rollout.state is R.PAUSED:  # moving past a stall: the failures seen so far are known
-        started = _started(rollout, summary)
-        rollout = replace(
-            rollout,
-            baseline_failed=started.failed,
-            baseline_finished=started.finished,
-            reason="",
-        )
+        rollout = _acknowledged(rollout, summary)
     return _advance(rollout, now, f"forced by {event.operator}")
 
 

@@ -151,9 +151,15 @@ class RetryPolicy:
     max_retries: int = 2
     backoff_base: timedelta = timedelta(minutes=1)
     backoff_cap: timedelta = timedelta(hours=6)
+    offer_timeout: timedelta = timedelta(days=1)  # an offer no progress report answered
 
     def __post_init__(self) -> None:
         week = timedelta(days=7)
+        _check(
+            timedelta(minutes=1) <= self.offer_timeout <= timedelta(days=30),
+            "retry.offer_timeout",
+            "must be 1 minute..30 days",
+        )
         _check(
             timedelta(minutes=1) <= self.in_progress_timeout <= week,
             "retry.in_progress_timeout",

@@ -8,12 +8,23 @@ every execution is idempotent:
   never cancelled by a stale revoke); writing `cancel` again and revoking the director entry
   again are harmless.
 - `Notify`/`RequestApproval`: delivered with the key (rollout, version, position).
-Messages run in outbox order, and a failing message stops the round (the ones after it wait),
-so a device's director metadata is always written before its offer.
+Messages run in outbox order within a lane (one device, or one rollout for notices), so a
+device's director metadata is written before its offer. One message never stops the others:
+
+- a message that fails (any error: the hub refusing it, the director refusing its device, a
+  malformed payload) counts an attempt, keeps its error and backs off (`EngineConfig.retry_delay`);
+  the later messages of its lane wait for it (deferred to its next attempt), other lanes go on;
+- after `dispatch_max_attempts` failures it is parked with its reason and an audit entry
+  (`outbox.park`); an operator retries or drops it (`tinyfleet outbox`). A parked message no longer
+  holds its lane: what comes after it goes out (an offer whose director write was parked then
+  fails on the device, visibly, rather than stalling the device forever).
+
+All of this is stored with the message, so a restart neither forgets nor repeats a back-off.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -24,9 +35,11 @@ from service.engine._engine import Hook
 from service.engine._errors import DispatchError
 from service.engine._ports import DirectorPort, Notice, Notifier
 from service.hubgateway import HubGateway, HubGatewayError, ServiceSpec
-from service.storage import OutboxMessage, Storage
+from service.storage import MAX_PAGE, NotFoundError, OutboxMessage, Storage, UnitOfWork
 
 __all__ = ["Dispatcher"]
+
+_log = logging.getLogger(__name__)
 
 
 def _no_hook(step: str) -> None:
@@ -56,27 +69,83 @@ class Dispatcher:
         self._config = config
 
     def run_once(self, now: datetime) -> int:
-        """Claim a batch, execute it in order, mark what ran. Returns how many were dispatched.
-
-        A message a port refuses (`DispatchError`) stays queued with the ones after it; the
-        next round retries it.
-        """
+        """Claim the due messages, execute them lane by lane, store what ran and what failed.
+        Returns how many were dispatched."""
         with self._storage.begin() as uow:
-            messages = uow.outbox.claim(limit=self._config.dispatch_batch)
+            messages = uow.outbox.claim(limit=self._config.dispatch_batch, now=now)
+            held = self._held_lanes(uow.outbox.failing(limit=MAX_PAGE), now)
         self._hook("dispatch.claimed")
         done: list[int] = []
-        try:
-            for message in messages:
+        failures: list[tuple[OutboxMessage, str]] = []
+        deferred: dict[datetime, list[int]] = {}
+        for message in messages:
+            lane = _lane(message)
+            blocker = held.get(lane) if lane is not None else None
+            if blocker is not None and blocker[0] < message.id:
+                deferred.setdefault(blocker[1], []).append(message.id)
+                continue
+            try:
                 self._execute(message, now)
-                done.append(message.id)
-                self._hook("dispatch.executed")
-        except DispatchError:
-            pass  # keep order: the rest waits for the next round
-        if done:
+            except Exception as exc:  # whatever fails is this message's, not the round's
+                error = _describe(exc)
+                _log.warning("outbox message %d (%s) failed: %s", message.id, message.kind, error)
+                failures.append((message, error))
+                retry_at = self._retry_at(message, now)
+                if lane is not None and retry_at is not None:
+                    held.setdefault(lane, (message.id, retry_at))
+                continue
+            done.append(message.id)
+            self._hook("dispatch.executed")
+        if done or failures or deferred:
             with self._storage.begin() as uow:
-                uow.outbox.mark_dispatched(done, now)
+                if done:
+                    uow.outbox.mark_dispatched(done, now)
+                for message, error in failures:
+                    self._record_failure(uow, message, error, now)
+                for until, ids in deferred.items():
+                    uow.outbox.defer(ids, until)
             self._hook("dispatch.marked")
         return len(done)
+
+    def _retry_at(self, message: OutboxMessage, now: datetime) -> datetime | None:
+        attempts = message.attempts + 1
+        if attempts >= self._config.dispatch_max_attempts:
+            return None
+        return now + self._config.retry_delay(attempts)
+
+    def _record_failure(
+        self, uow: UnitOfWork, message: OutboxMessage, error: str, now: datetime
+    ) -> None:
+        retry_at = self._retry_at(message, now)
+        try:
+            failed = uow.outbox.fail(message.id, error=error, now=now, retry_at=retry_at)
+        except NotFoundError:
+            return  # dropped (or delivered by another dispatcher) meanwhile
+        if retry_at is None:
+            uow.audit.append(
+                at=now,
+                actor="engine",
+                action="outbox.park",
+                subject=f"outbox:{message.id}",
+                details={
+                    "kind": message.kind,
+                    "attempts": failed.attempts,
+                    "reason": failed.last_error,
+                    **_subject(message),
+                },
+            )
+
+    @staticmethod
+    def _held_lanes(failing: list[OutboxMessage], now: datetime) -> dict[str, tuple[int, datetime]]:
+        """Lanes whose oldest failed message is backing off: (its id, when it is due)."""
+        held: dict[str, tuple[int, datetime]] = {}
+        for message in failing:
+            lane = _lane(message)
+            due = message.next_attempt_at
+            if lane is None or message.parked_at is not None or due is None or due <= now:
+                continue
+            held.setdefault(lane, (message.id, due))
+        return held
 
     def _execute(self, message: OutboxMessage, now: datetime) -> None:
         p = message.payload
@@ -102,7 +171,7 @@ class Dispatcher:
             image_url=c.image_url,
             director_url=c.director_url_for(device_id),
             targets_url=c.targets_url,
-            query=c.query,
+            query=c.query_for(device_id),
         )
 
     def _desired_workflow(self, device_id: str) -> tuple[str | None, int | None]:
@@ -131,6 +200,28 @@ class Dispatcher:
                 device_id, self._spec(device_id, WorkflowAction.CANCEL, workflow_id)
             )
         self._director.revoke(device_id, now)
+
+
+def _lane(message: OutboxMessage) -> str | None:
+    """Messages of one lane run in order: a device's, else a rollout's notices."""
+    p = message.payload
+    device_id = p.get("device_id") if isinstance(p, Mapping) else None
+    if isinstance(device_id, str):
+        return f"device:{device_id}"
+    rollout_id = p.get("rollout_id") if isinstance(p, Mapping) else None
+    return f"rollout:{rollout_id}" if isinstance(rollout_id, str) else None
+
+
+def _subject(message: OutboxMessage) -> dict[str, str]:
+    p = message.payload
+    return {k: p[k] for k in ("device_id", "rollout_id") if isinstance(p.get(k), str)}
+
+
+def _describe(exc: BaseException) -> str:
+    """The error a failed message keeps: its type and message, never a traceback."""
+    if isinstance(exc, DispatchError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _notice(kind: str, p: Mapping[str, Any]) -> Notice:

@@ -7,7 +7,8 @@
  "success": {"threshold_percent": 95, "advance": "auto", "require_gate": false},
  "failure": {"threshold_percent": 10, "min_devices": 3, "action": "pause"},
  "retry": {"in_progress_timeout_seconds": 3600, "confirm_grace_seconds": 3600, "max_retries": 2,
-           "backoff_base_seconds": 60, "backoff_cap_seconds": 21600},
+           "backoff_base_seconds": 60, "backoff_cap_seconds": 21600,
+           "offer_timeout_seconds": 86400},
  "rate": {"base_per_minute": 100, "factor": 2.0, "every": 1000, "increase_on": "succeeded",
           "max_per_minute": 1000},
  "deadlines": {"decide_seconds": 3600, "action": "pause"},
@@ -75,6 +76,7 @@ _RETRY = frozenset(
         "max_retries",
         "backoff_base_seconds",
         "backoff_cap_seconds",
+        "offer_timeout_seconds",
     }
 )
 _RATE = frozenset({"base_per_minute", "factor", "every", "increase_on", "max_per_minute"})
@@ -270,6 +272,7 @@ _RENAMED = {
     "retry.confirm_grace": "retry.confirm_grace_seconds",
     "retry.backoff_base": "retry.backoff_base_seconds",
     "retry.backoff_cap": "retry.backoff_cap_seconds",
+    "retry.offer_timeout": "retry.offer_timeout_seconds",
     "deadlines.decide": "deadlines.decide_seconds",
 }
 
@@ -312,6 +315,7 @@ def _build(
             t.integer("max_retries", retry.max_retries),
             t.seconds("backoff_base_seconds", retry.backoff_base),
             t.seconds("backoff_cap_seconds", retry.backoff_cap),
+            t.seconds("offer_timeout_seconds", retry.offer_timeout),
         ),
         rate=RatePolicy(
             q.integer("base_per_minute", rate.base_per_minute),
@@ -370,6 +374,7 @@ def spec_to_document(spec: RolloutSpec) -> dict[str, Any]:
             "max_retries": spec.retry.max_retries,
             "backoff_base_seconds": _secs(spec.retry.backoff_base),
             "backoff_cap_seconds": _secs(spec.retry.backoff_cap),
+            "offer_timeout_seconds": _secs(spec.retry.offer_timeout),
         },
         "rate": {
             "base_per_minute": spec.rate.base_per_minute,

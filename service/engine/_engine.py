@@ -24,6 +24,9 @@ Invariants:
   revision: a concurrent or deposed engine's unit fails and rolls back whole.
 - A device with a live job in another rollout is never a candidate: no device is offered two
   releases at once.
+- Production is decided from the devices a rollout reaches (`_production`): at creation, at
+  Start, and per candidate at every offer (`Candidate.production`, which `decide` holds back
+  without two distinct approvers).
 - Every outbox payload carries the leader's fencing `epoch`, the rollout `version` that emitted
   it and its `position`, the idempotency key of commands that have no (device, workflow) key.
 """
@@ -57,7 +60,7 @@ from service.domain.rollout import (
     decide,
     offer_budget,
 )
-from service.domain.rollout_events import GateResult, RollbackPlanned, RolloutEvent
+from service.domain.rollout_events import GateResult, RollbackPlanned, RolloutEvent, Start
 from service.domain.spec import RolloutSpec
 from service.engine._codec import job_from_record, rollout_from_record, rollout_to_record
 from service.engine._config import EngineConfig
@@ -73,6 +76,7 @@ from service.engine._jobs_io import (
     start_rollback,
 )
 from service.engine._ports import HealthGate
+from service.engine._production import production_devices, with_production
 from service.hubgateway import DeviceTwin, HubGateway
 from service.storage import (
     MAX_PAGE,
@@ -183,6 +187,8 @@ class Engine:
                     ),
                 )
             )
+            if not spec.production and production_devices(uow, [d for d, _ in members]):
+                spec = replace(spec, production=True)  # it reaches a production group's device
             plan = plan_from_hash_set(spec, {h for _, h in members})
             base = RolloutRecord(
                 id=spec.rollout_id,
@@ -306,6 +312,8 @@ class Engine:
                 raise NotLeaderError(f"lost the lease {c.lease_name!r}") from exc
             record = uow.rollouts.get(rollout_id)
             rollout, plan = rollout_from_record(record)
+            if rollout.state is R.DRAFT and any(isinstance(e, Start) for e in events):
+                rollout = with_production(uow, rollout)
             spec = rollout.spec
             commands: list[Command] = []
             for stored in jobs_in(uow, rollout_id, _LIVE_JOB_STATES):
@@ -362,7 +370,10 @@ class Engine:
         found = uow.jobs.candidates(
             spec.rollout_id, release, max_stage=max_stage, now=now, limit=budget
         )
-        candidates = tuple(Candidate(j.device_id, j.attempts + 1) for j in found)
+        production = _production_among(uow, rollout, [j.device_id for j in found])
+        candidates = tuple(
+            Candidate(j.device_id, j.attempts + 1, j.device_id in production) for j in found
+        )
         return JobsSummary(stages, back, candidates)
 
     def _execute_in_unit(
@@ -393,7 +404,8 @@ class Engine:
         for release_id, device_ids in offers.items():
             # `decide` offered candidates read in this unit: PENDING, retry wait over, each
             # with workflow attempt + 1 (what `jobs.Offered` checks); one statement for all.
-            moved = uow.jobs.offer(spec.rollout_id, release_id, device_ids, now)
+            deadline = now + spec.retry.offer_timeout
+            moved = uow.jobs.offer(spec.rollout_id, release_id, device_ids, now, deadline)
             if moved != len(device_ids):
                 raise ConflictError(f"only {moved} of {len(device_ids)} offers were PENDING")
         return out, planned
@@ -423,6 +435,14 @@ class Engine:
                 payload["hardware_id"] = hardware[command.device_id]
             messages.append((type(command).__name__, payload))
         uow.outbox.append_many(messages, now)
+
+
+def _production_among(uow: UnitOfWork, rollout: Rollout, device_ids: list[str]) -> set[str]:
+    """The candidates the two-person rule holds back (`decide` pauses on them) unless two
+    distinct operators approved; a rollback's offers are not held."""
+    if len(rollout.approvals) >= 2 or rollout.state is R.ROLLING_BACK:
+        return set()
+    return production_devices(uow, device_ids)
 
 
 def _figures(counts: dict[str, int]) -> StageFigures:

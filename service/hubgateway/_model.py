@@ -14,6 +14,7 @@ from typing import Any
 
 from device_agent.protocol import COMPONENT, TwinError, WorkflowAction, parse_desired
 from service.hubgateway._errors import HubRequestError
+from signing.device_ids import is_device_id
 
 __all__ = [
     "DeviceTwin",
@@ -24,15 +25,14 @@ __all__ = [
     "check_tags",
 ]
 
-# IoT Hub's device id alphabet and length (docs: "device identity registry").
-_DEVICE_ID = re.compile(r"[A-Za-z0-9\-.+%_#*?!(),:=@$']{1,128}")
 # Tag names become query paths (`tags.<name>`), so they are plain identifiers.
 _TAG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 MAX_TAG_VALUE = 256
 
 
 def check_device_id(device_id: str) -> str:
-    if not isinstance(device_id, str) or not _DEVICE_ID.fullmatch(device_id):
+    # IoT Hub's device id alphabet and length: one definition with the director's.
+    if not is_device_id(device_id):
         raise HubRequestError(f"{device_id!r} is not an IoT Hub device id")
     return device_id
 

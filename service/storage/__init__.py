@@ -36,6 +36,7 @@ from service.storage._memory import MemoryStorage
 from service.storage._migrate import current_revision, head_revision, upgrade
 from service.storage._port import (
     LIVE_JOB_STATES,
+    MAX_OUTBOX_ERROR,
     MAX_PAGE,
     AuditLog,
     DeviceGroups,
@@ -66,12 +67,14 @@ from service.storage._records import (
     Role,
     Rollout,
     RolloutStage,
+    check_membership,
     group_filter,
 )
 from service.storage._sql import PgAdvisoryLock, SqlStorage, normalize_url, sqlite_url
 
 __all__ = [
     "LIVE_JOB_STATES",
+    "MAX_OUTBOX_ERROR",
     "MAX_PAGE",
     "AlreadyExistsError",
     "ApiToken",
@@ -110,6 +113,7 @@ __all__ = [
     "Tokens",
     "UnavailableError",
     "UnitOfWork",
+    "check_membership",
     "current_revision",
     "group_filter",
     "head_revision",

@@ -150,6 +150,11 @@ class _Groups:
         found = [d for d in window if matches(self._t.devices[d], where)]
         return Page(found, window[-1] if len(window) == limit else None)
 
+    def members_among(self, group_id: str, device_ids: Sequence[str]) -> set[str]:
+        where = group_filter(self.get(group_id))
+        found = (self._t.devices.get(d) for d in device_ids)
+        return {d.id for d in found if d is not None and matches(d, where)}
+
 
 class _Releases:
     def __init__(self, t: _Tables) -> None:

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING
 
 from service.storage._errors import ConflictError, NotFoundError
 from service.storage._port import LIVE_JOB_STATES, check_limit, job_cursor, parse_job_cursor
-from service.storage._records import Device, DeviceFilter, DeviceJob, Page, group_filter
+from service.storage._records import (
+    REPORTED_FIELDS,
+    Device,
+    DeviceFilter,
+    DeviceJob,
+    Page,
+    group_filter,
+)
 
 if TYPE_CHECKING:
     from service.storage._memory import _Tables
@@ -20,12 +27,19 @@ if TYPE_CHECKING:
 __all__ = ["MemoryJobs", "matches"]
 
 
+def _described(device: Device, name: str, wanted: str | None) -> bool:
+    """The device is what `wanted` says by its column and, if it reported the field, by its
+    own report too (a report can only narrow; see `DeviceFilter`)."""
+    if wanted is None:
+        return True
+    reported = device.reported.get(REPORTED_FIELDS[name])
+    return getattr(device, name) == wanted and (reported is None or reported == wanted)
+
+
 def matches(device: Device, where: DeviceFilter) -> bool:
-    if where.hardware_id is not None and device.hardware_id != where.hardware_id:
+    if where.membership and not where.tags:
         return False
-    if where.profile is not None and device.profile != where.profile:
-        return False
-    if where.agent_version is not None and device.agent_version != where.agent_version:
+    if not all(_described(device, n, getattr(where, n)) for n in REPORTED_FIELDS):
         return False
     if any(device.tags.get(k) != v for k, v in where.tags.items()):
         return False
@@ -88,7 +102,12 @@ class MemoryJobs:
         return len(jobs)
 
     def offer(
-        self, rollout_id: str, release_id: str, device_ids: Sequence[str], now: datetime
+        self,
+        rollout_id: str,
+        release_id: str,
+        device_ids: Sequence[str],
+        now: datetime,
+        deadline: datetime | None = None,
     ) -> int:
         moved = 0
         for device_id in dict.fromkeys(device_ids):
@@ -100,7 +119,7 @@ class MemoryJobs:
                 state="offered",
                 attempts=job.attempts + 1,
                 offered_at=now,
-                next_attempt_at=None,
+                next_attempt_at=deadline,
                 updated_at=now,
             )
             moved += 1

@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from service.storage._chain import GENESIS, entry_hash, hash_secret, new_secret, verify_entries
-from service.storage._errors import LeaseLostError, NotFoundError
-from service.storage._port import check_limit
+from service.storage._errors import ConflictError, LeaseLostError, NotFoundError
+from service.storage._port import MAX_OUTBOX_ERROR, check_limit
 from service.storage._records import (
     ApiToken,
     AuditEntry,
@@ -46,10 +46,79 @@ class MemoryOutbox:
         for kind, payload in messages:
             self.append(kind, payload, now)
 
-    def claim(self, *, limit: int = 100) -> builtins.list[OutboxMessage]:
+    def claim(
+        self, *, limit: int = 100, now: datetime | None = None
+    ) -> builtins.list[OutboxMessage]:
         check_limit(limit)
-        waiting = (m for m in self._t.outbox.values() if m.dispatched_at is None)
+        waiting = (
+            m
+            for m in self._t.outbox.values()
+            if m.dispatched_at is None
+            and m.parked_at is None
+            and (now is None or m.next_attempt_at is None or m.next_attempt_at <= now)
+        )
         return sorted(waiting, key=lambda m: m.id)[:limit]
+
+    def _undispatched(self, message_id: int) -> OutboxMessage:
+        message = self._t.outbox.get(message_id)
+        if message is None or message.dispatched_at is not None:
+            raise NotFoundError("outbox message", message_id)
+        return message
+
+    def fail(
+        self, message_id: int, *, error: str, now: datetime, retry_at: datetime | None
+    ) -> OutboxMessage:
+        message = self._undispatched(message_id)
+        failed = replace(
+            message,
+            attempts=message.attempts + 1,
+            last_error=error[:MAX_OUTBOX_ERROR],
+            next_attempt_at=retry_at,
+            parked_at=now if retry_at is None else None,
+        )
+        self._t.outbox[message_id] = failed
+        return failed
+
+    def defer(self, ids: Sequence[int], until: datetime) -> int:
+        held = 0
+        for message_id in dict.fromkeys(ids):
+            message = self._t.outbox.get(message_id)
+            if message is not None and message.dispatched_at is None and message.parked_at is None:
+                self._t.outbox[message_id] = replace(message, next_attempt_at=until)
+                held += 1
+        return held
+
+    def failing(self, *, after_id: int = 0, limit: int = 100) -> builtins.list[OutboxMessage]:
+        check_limit(limit)
+        found = (
+            m
+            for m in self._t.outbox.values()
+            if m.id > after_id and m.dispatched_at is None and m.attempts > 0
+        )
+        return sorted(found, key=lambda m: m.id)[:limit]
+
+    def get(self, message_id: int) -> OutboxMessage:
+        message = self._t.outbox.get(message_id)
+        if message is None:
+            raise NotFoundError("outbox message", message_id)
+        return message
+
+    def _failed(self, message_id: int) -> OutboxMessage:
+        message = self._undispatched(message_id)
+        if message.attempts == 0:
+            raise ConflictError(f"outbox message {message_id} has not failed")
+        return message
+
+    def retry(self, message_id: int, now: datetime) -> OutboxMessage:
+        message = replace(self._failed(message_id), attempts=0, next_attempt_at=now, parked_at=None)
+        self._t.outbox[message_id] = message
+        return message
+
+    def drop(self, message_id: int, now: datetime) -> OutboxMessage:
+        message = self._failed(message_id)
+        message = replace(message, parked_at=message.parked_at or now, dispatched_at=now)
+        self._t.outbox[message_id] = message
+        return message
 
     def mark_dispatched(self, ids: Sequence[int], now: datetime) -> int:
         marked = 0

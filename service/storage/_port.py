@@ -36,6 +36,7 @@ from service.storage._records import (
 )
 
 __all__ = [
+    "MAX_OUTBOX_ERROR",
     "AuditLog",
     "DeviceGroups",
     "DeviceJobs",
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 MAX_PAGE = 10_000
+MAX_OUTBOX_ERROR = 1000  # characters of a failed message's last error that are kept
 # A job in one of these states holds its device: no other rollout may offer it anything.
 LIVE_JOB_STATES = (
     "offered",
@@ -115,6 +117,10 @@ class DeviceGroups(Protocol):
         """The group's members among the next `limit` devices after `after` (by id), without
         loading them (planning a million). A page may hold fewer than `limit` ids, even none,
         and still have a `next_after`: keep paging until it is None."""
+
+    def members_among(self, group_id: str, device_ids: Sequence[str]) -> set[str]:
+        """Which of `device_ids` are the group's members now (a few queries of bounded
+        IN lists, whatever the number of ids). Raises NotFoundError."""
 
 
 class Releases(Protocol):
@@ -198,10 +204,16 @@ class DeviceJobs(Protocol):
         `offered` stamps offered_at=now, `count_attempt` adds one attempt. Returns rows moved."""
 
     def offer(
-        self, rollout_id: str, release_id: str, device_ids: Sequence[str], now: datetime
+        self,
+        rollout_id: str,
+        release_id: str,
+        device_ids: Sequence[str],
+        now: datetime,
+        deadline: datetime | None = None,
     ) -> int:
         """PENDING -> OFFERED for the listed jobs, in one statement per chunk: attempts + 1,
-        offered_at = now, next_attempt_at cleared, reason kept. Returns rows moved."""
+        offered_at = now, next_attempt_at = `deadline` (the offer's timeout, None for none),
+        reason kept. Returns rows moved."""
 
     def transition_all(
         self,
@@ -260,9 +272,36 @@ class Outbox(Protocol):
     def append(self, kind: str, payload: Mapping[str, Any], now: datetime) -> int:
         """Queue a command; returns its id (ids grow)."""
 
-    def claim(self, *, limit: int = 100) -> builtins.list[OutboxMessage]:
-        """Undispatched messages, oldest first. On PostgreSQL the rows stay locked (SKIP LOCKED)
+    def claim(
+        self, *, limit: int = 100, now: datetime | None = None
+    ) -> builtins.list[OutboxMessage]:
+        """Undispatched, unparked messages, oldest first; with `now`, only those due (no
+        `next_attempt_at` after `now`). On PostgreSQL the rows stay locked (SKIP LOCKED)
         until the unit of work ends, so two dispatchers never claim the same message."""
+
+    def fail(
+        self, message_id: int, *, error: str, now: datetime, retry_at: datetime | None
+    ) -> OutboxMessage:
+        """Count a failed attempt and keep its error (cut to MAX_OUTBOX_ERROR chars): retry at
+        `retry_at`, or park it (`retry_at` None). Raises NotFoundError unless undispatched."""
+
+    def defer(self, ids: Sequence[int], until: datetime) -> int:
+        """Hold undispatched, unparked messages until `until` (no attempt counted)."""
+
+    def failing(self, *, after_id: int = 0, limit: int = 100) -> builtins.list[OutboxMessage]:
+        """Undispatched messages that failed at least once (retrying or parked), oldest
+        first, ids after `after_id`."""
+
+    def get(self, message_id: int) -> OutboxMessage:
+        """Raises NotFoundError."""
+
+    def retry(self, message_id: int, now: datetime) -> OutboxMessage:
+        """A failed (retrying or parked) message: due at `now` with its attempts reset; its
+        last error stays. Raises NotFoundError, or ConflictError if it never failed."""
+
+    def drop(self, message_id: int, now: datetime) -> OutboxMessage:
+        """A failed message is given up: parked and dispatched at `now`, never executed.
+        Raises NotFoundError, or ConflictError if it never failed."""
 
     def append_many(self, messages: Sequence[tuple[str, Mapping[str, Any]]], now: datetime) -> None:
         """Queue several commands in order (one statement); ids grow in list order."""

@@ -35,6 +35,7 @@ __all__ = [
     "Role",
     "Rollout",
     "RolloutStage",
+    "check_membership",
     "group_filter",
 ]
 
@@ -77,7 +78,14 @@ class Device:
 
 @dataclass(frozen=True, slots=True)
 class DeviceFilter:
-    """All given conditions must hold. `last_seen_after` is inclusive, `_before` exclusive."""
+    """All given conditions must hold. `last_seen_after` is inclusive, `_before` exclusive.
+
+    `hardware_id`, `profile` and `agent_version` match the device's column and, where the
+    device reported the field itself (`reported`), its report too: a device-written value can
+    only take a device out of a filter, never put it in one the column does not match.
+    `membership`: the filter defines a group's members, which come from operator-set twin tags
+    only; with `membership` and no `tags`, it matches no device (fail closed).
+    """
 
     hardware_id: str | None = None
     profile: str | None = None
@@ -85,6 +93,7 @@ class DeviceFilter:
     tags: Mapping[str, str] = field(default_factory=dict)
     last_seen_after: datetime | None = None
     last_seen_before: datetime | None = None
+    membership: bool = False
 
     def __post_init__(self) -> None:
         _aware("last_seen_after", self.last_seen_after)
@@ -124,6 +133,13 @@ class DeviceGroup:
 
 
 _QUERY_FIELDS = ("hardware_id", "profile", "agent_version")
+# The device-reported field (in `Device.reported`, the agent's own document) behind each
+# narrowing field: when present, it must agree too.
+REPORTED_FIELDS = {
+    "hardware_id": "hardwareId",
+    "profile": "profile",
+    "agent_version": "agentVersion",
+}
 
 
 def group_filter(group: DeviceGroup) -> DeviceFilter:
@@ -131,6 +147,11 @@ def group_filter(group: DeviceGroup) -> DeviceFilter:
 
     Tag groups: `"key=value"`. Query groups: clauses `field=value` joined by ` and `, where
     field is `hardware_id`, `profile`, `agent_version` or `tags.<key>`.
+
+    Membership comes from operator-controlled data only: the `tags.<key>` clauses (twin tags,
+    which only the hub's owner writes) make a device a member; `hardware_id`, `profile` and
+    `agent_version` describe what the device is and reports, so they only narrow. A query
+    group without a `tags.` clause has no members (`check_membership` refuses to store one).
 
     Raises:
         ValueError: the selector does not parse; the group cannot be stored.
@@ -157,7 +178,21 @@ def group_filter(group: DeviceGroup) -> DeviceFilter:
         profile=values.get("profile"),
         agent_version=values.get("agent_version"),
         tags=tags,
+        membership=True,
     )
+
+
+def check_membership(group: DeviceGroup) -> None:
+    """Refuse a group whose selector names no operator-set tag (it would have no members).
+
+    Raises:
+        ValueError: a query group with only device-described fields.
+    """
+    if not group_filter(group).tags:
+        raise ValueError(
+            f"query {group.selector!r} needs a tags.KEY=VALUE clause: members are chosen by "
+            "operator-set twin tags; hardware_id, profile and agent_version only narrow them"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,11 +282,28 @@ class DeviceJob:
 
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
+    """A queued command. A message that failed has `attempts` and its `last_error`; while it
+    backs off it waits until `next_attempt_at`; once parked (`parked_at`) it waits for an
+    operator. A dropped message is parked and dispatched (it never ran)."""
+
     id: int
     kind: str
     payload: Mapping[str, Any]
     created_at: datetime
     dispatched_at: datetime | None = None
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_error: str | None = None
+    parked_at: datetime | None = None
+
+    @property
+    def state(self) -> str:
+        """queued | retrying | parked | dispatched | dropped"""
+        if self.dispatched_at is not None:
+            return "dropped" if self.parked_at is not None else "dispatched"
+        if self.parked_at is not None:
+            return "parked"
+        return "retrying" if self.attempts else "queued"
 
 
 @dataclass(frozen=True, slots=True)

@@ -175,6 +175,10 @@ outbox = sa.Table(
     sa.Column("payload", JSON_TYPE, nullable=False),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("dispatched_at", UtcDateTime(), nullable=True),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UtcDateTime(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("parked_at", UtcDateTime(), nullable=True),
     sa.Index(None, "dispatched_at", "id"),
 )
 

@@ -187,7 +187,12 @@ class SqlDeviceJobs:
         return inserted
 
     def offer(
-        self, rollout_id: str, release_id: str, device_ids: Sequence[str], now: datetime
+        self,
+        rollout_id: str,
+        release_id: str,
+        device_ids: Sequence[str],
+        now: datetime,
+        deadline: datetime | None = None,
     ) -> int:
         moved = 0
         for batch in chunks(unique(list(device_ids))):
@@ -203,7 +208,7 @@ class SqlDeviceJobs:
                     state="offered",
                     attempts=_J.attempts + 1,
                     offered_at=now,
-                    next_attempt_at=None,
+                    next_attempt_at=deadline,
                     updated_at=now,
                 )
             )

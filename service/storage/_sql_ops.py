@@ -10,8 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from service.storage._chain import GENESIS, entry_hash, hash_secret, new_secret, verify_entries
-from service.storage._errors import LeaseLostError, NotFoundError
-from service.storage._port import check_limit
+from service.storage._errors import ConflictError, LeaseLostError, NotFoundError
+from service.storage._port import MAX_OUTBOX_ERROR, check_limit
 from service.storage._records import (
     ApiToken,
     AuditEntry,
@@ -49,20 +49,100 @@ class SqlOutbox:
         if rows:  # one executemany: SQLite and PostgreSQL number them in list order
             self._conn.execute(sa.insert(outbox), rows)
 
-    def claim(self, *, limit: int = 100) -> list[OutboxMessage]:
+    def claim(self, *, limit: int = 100, now: datetime | None = None) -> list[OutboxMessage]:
         check_limit(limit)
         query = (
             sa.select(outbox)
-            .where(outbox.c.dispatched_at.is_(None))
+            .where(outbox.c.dispatched_at.is_(None), outbox.c.parked_at.is_(None))
             .order_by(outbox.c.id)
             .limit(limit)
         )
+        if now is not None:
+            query = query.where(
+                sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now)
+            )
         if self._conn.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        return [
-            OutboxMessage(row.id, row.kind, row.payload, row.created_at, row.dispatched_at)
-            for row in self._conn.execute(query)
-        ]
+        return [_message(row) for row in self._conn.execute(query)]
+
+    def _undispatched(self, message_id: int) -> OutboxMessage:
+        query = sa.select(outbox).where(outbox.c.id == message_id)
+        row = self._conn.execute(query).one_or_none()
+        if row is None or row.dispatched_at is not None:
+            raise NotFoundError("outbox message", message_id)
+        return _message(row)
+
+    def _set(self, message_id: int, **values: Any) -> OutboxMessage:
+        statement = (
+            sa.update(outbox)
+            .where(outbox.c.id == message_id, outbox.c.dispatched_at.is_(None))
+            .values(**values)
+            .returning(*outbox.c)
+        )
+        row = self._conn.execute(statement).one_or_none()
+        if row is None:
+            raise NotFoundError("outbox message", message_id)
+        return _message(row)
+
+    def fail(
+        self, message_id: int, *, error: str, now: datetime, retry_at: datetime | None
+    ) -> OutboxMessage:
+        return self._set(
+            message_id,
+            attempts=outbox.c.attempts + 1,
+            last_error=error[:MAX_OUTBOX_ERROR],
+            next_attempt_at=retry_at,
+            parked_at=now if retry_at is None else None,
+        )
+
+    def defer(self, ids: Sequence[int], until: datetime) -> int:
+        held = 0
+        for batch in chunks(unique(ids)):
+            statement = (
+                sa.update(outbox)
+                .where(
+                    outbox.c.id.in_(batch),
+                    outbox.c.dispatched_at.is_(None),
+                    outbox.c.parked_at.is_(None),
+                )
+                .values(next_attempt_at=until)
+            )
+            held += self._conn.execute(statement).rowcount
+        return held
+
+    def failing(self, *, after_id: int = 0, limit: int = 100) -> list[OutboxMessage]:
+        check_limit(limit)
+        query = (
+            sa.select(outbox)
+            .where(
+                outbox.c.id > after_id,
+                outbox.c.dispatched_at.is_(None),
+                outbox.c.attempts > 0,
+            )
+            .order_by(outbox.c.id)
+            .limit(limit)
+        )
+        return [_message(row) for row in self._conn.execute(query)]
+
+    def get(self, message_id: int) -> OutboxMessage:
+        row = self._conn.execute(sa.select(outbox).where(outbox.c.id == message_id)).one_or_none()
+        if row is None:
+            raise NotFoundError("outbox message", message_id)
+        return _message(row)
+
+    def _failed(self, message_id: int) -> OutboxMessage:
+        message = self._undispatched(message_id)
+        if message.attempts == 0:
+            raise ConflictError(f"outbox message {message_id} has not failed")
+        return message
+
+    def retry(self, message_id: int, now: datetime) -> OutboxMessage:
+        self._failed(message_id)
+        return self._set(message_id, attempts=0, next_attempt_at=now, parked_at=None)
+
+    def drop(self, message_id: int, now: datetime) -> OutboxMessage:
+        message = self._failed(message_id)
+        return self._set(message_id, parked_at=message.parked_at or now, dispatched_at=now)
 
     def mark_dispatched(self, ids: Sequence[int], now: datetime) -> int:
         marked = 0
@@ -78,6 +158,20 @@ class SqlOutbox:
     def pending(self) -> int:
         query = sa.select(sa.func.count()).where(outbox.c.dispatched_at.is_(None))
         return int(self._conn.execute(query).scalar_one())
+
+
+def _message(row: sa.Row[Any]) -> OutboxMessage:
+    return OutboxMessage(
+        row.id,
+        row.kind,
+        row.payload,
+        row.created_at,
+        row.dispatched_at,
+        row.attempts,
+        row.next_attempt_at,
+        row.last_error,
+        row.parked_at,
+    )
 
 
 def _entry(row: sa.Row[Any]) -> AuditEntry:

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from service.storage._errors import AlreadyExistsError, ConflictError, NotFoundError
 from service.storage._port import check_limit
 from service.storage._records import (
+    REPORTED_FIELDS,
     Device,
     DeviceFilter,
     DeviceGroup,
@@ -54,12 +55,14 @@ def window_of_devices(after: str | None, size: int) -> sa.Subquery:
 def device_conditions(where: DeviceFilter, c: Any = devices.c) -> list[sa.ColumnElement[bool]]:
     """The filter as SQL conditions on `c`: the devices table's columns, or a subquery's."""
     found: list[sa.ColumnElement[bool]] = []
-    if where.hardware_id is not None:
-        found.append(c.hardware_id == where.hardware_id)
-    if where.profile is not None:
-        found.append(c.profile == where.profile)
-    if where.agent_version is not None:
-        found.append(c.agent_version == where.agent_version)
+    if where.membership and not where.tags:
+        return [sa.false()]  # members come from operator-set tags only (see DeviceFilter)
+    for name, key in REPORTED_FIELDS.items():
+        wanted = getattr(where, name)
+        if wanted is not None:
+            reported = c.reported[key].as_string()
+            found.append(getattr(c, name) == wanted)
+            found.append(sa.or_(reported.is_(None), reported == wanted))
     for key, value in where.tags.items():
         found.append(c.tags[key].as_string() == value)
     if where.last_seen_after is not None:
@@ -209,6 +212,14 @@ class SqlDeviceGroups:
             .order_by(window.c.id)
         )
         return Page(list(self._conn.execute(query).scalars()), last if size == limit else None)
+
+    def members_among(self, group_id: str, device_ids: Sequence[str]) -> set[str]:
+        conditions = device_conditions(group_filter(self.get(group_id)))
+        found: set[str] = set()
+        for batch in chunks(unique(device_ids)):
+            query = sa.select(devices.c.id).where(devices.c.id.in_(batch), *conditions)
+            found.update(self._conn.execute(query).scalars())
+        return found
 
 
 def _release(row: sa.Row[Any]) -> Release:

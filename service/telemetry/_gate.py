@@ -1,9 +1,12 @@
 """The real health gate: stored rollups -> `evaluate_gate` -> a stored verdict -> `GateResult`.
 
 For stage `s` of a rollout on group G: the canary is G's devices whose batches said they ran the
-rollout's release, the control is G's devices whose batches said they ran the previous release,
-both over the same window: from the bucket in which the stage started (its `rollout_stages`
-record), or, since the engine records no per-stage start, in which the rollout started, to now.
+rollout's release, from the bucket in which the stage started (its `rollout_stages` record, else
+the rollout's start) to now; the control is G's devices whose batches said they ran the previous
+release, from the rollout's start to now. The control's window is the longer one because its
+devices leave it as the rollout reaches them: in the last stage, the devices still on the old
+release upgrade within seconds, and a control read over the stage's window alone could stay
+short of its minimum for ever (the gate would answer WAIT until a human came).
 Both cohorts are read from stored rollups (never raw rows) and split per model slot (core, model
 id): the new model is compared with the old one on the same core, never pooled with the other
 core's model (`_pairs.py`; alpha split across the slots, ADR 0009). Every verdict is stored with
@@ -89,9 +92,14 @@ class TelemetryGate:
         return canary, control
 
     def _rows(
-        self, rollout: Rollout, since: datetime, until: datetime | None
+        self,
+        rollout: Rollout,
+        since: datetime,
+        until: datetime | None,
+        control_since: datetime | None = None,
     ) -> tuple[Sequence[RollupRow], Sequence[RollupRow]]:
-        """The stored rollup rows of the canary and the control in the window."""
+        """The stored rollup rows of the canary (from `since`) and of the control (from
+        `control_since`, else `since`) up to `until`."""
         canary = self._store.rollup_rows(
             group_id=rollout.group_id, release_id=rollout.release_id, since=since, until=until
         )
@@ -99,7 +107,7 @@ class TelemetryGate:
             self._store.rollup_rows(
                 group_id=rollout.group_id,
                 release_id=rollout.previous_release_id,
-                since=since,
+                since=min(since, control_since or since),
                 until=until,
             )
             if rollout.previous_release_id
@@ -121,7 +129,7 @@ class TelemetryGate:
         started = self._window_start(rollout, stage)
         if started is None:
             return None
-        canary, control = self._rows(rollout, started, None)
+        canary, control = self._rows(rollout, started, None, _rollout_start(rollout))
         pairs = pair_slots(canary, control)
         pooled = (
             None if pairs else (merge_all(r for _, r in canary), merge_all(r for _, r in control))
@@ -144,14 +152,7 @@ class TelemetryGate:
             stages = {s.index: s for s in uow.rollouts.stages(rollout.id)}
         if stage in stages and stages[stage].started_at is not None:
             return stages[stage].started_at
-        started = rollout.state_data.get("started_at")
-        if not isinstance(started, str):
-            return None
-        try:
-            parsed = datetime.fromisoformat(started)
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+        return _rollout_start(rollout)
 
     def _record(self, rollout_id: str, stage: int, verdict: PairedVerdict, now: datetime) -> None:
         """Store the verdict when it changed, or `record_every` after the last stored one (the
@@ -206,3 +207,14 @@ class StorageGroups:
         if self._loaded is None or now - self._loaded >= self._ttl:
             self.refresh()
         return self._map.get(device_id, ())
+
+
+def _rollout_start(rollout: Rollout) -> datetime | None:
+    started = rollout.state_data.get("started_at")
+    if not isinstance(started, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(started)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

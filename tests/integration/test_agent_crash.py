@@ -22,6 +22,8 @@ class PowerCut(BaseException):
 
 def _fresh_agent(device: SimulatedDevice, before_command: object = None) -> Agent:
     old = device.agent
+    for client in old.cores.values():
+        client.detach()  # the old agent is gone: its clients no longer read the sockets
     clients = {
         core: CoreClient(device.processes[core].transport, device.profile)
         for core in device.processes
@@ -29,7 +31,7 @@ def _fresh_agent(device: SimulatedDevice, before_command: object = None) -> Agen
     for client in clients.values():
         client.connect()  # the agent's restart reconnects to the running cores (HELLO/CAPS)
     kwargs = {"before_command": before_command} if before_command else {}
-    return Agent(
+    device.agent = Agent(
         old.config,
         old.hub,
         clients,
@@ -37,6 +39,7 @@ def _fresh_agent(device: SimulatedDevice, before_command: object = None) -> Agen
         source_for=old._source_for,
         **kwargs,
     )  # type: ignore[arg-type]
+    return device.agent
 
 
 @pytest.fixture

@@ -29,17 +29,10 @@ def test_happy_path_stages_each_core_then_activates_confirms_and_records() -> No
         "stage:m4-0"
     ]
     assert kinds(machine.handle(Event("staged", core="m4-0"))) == ["stage:m4-1"]
-    assert kinds(machine.handle(Event("staged", core="m4-1"))) == [
-        "report",
-        "activate:m4-0",
-        "activate:m4-1",
-    ]
-    assert machine.handle(Event("activated", core="m4-1")) == []
-    assert kinds(machine.handle(Event("activated", core="m4-0"))) == [
-        "confirm:m4-0",
-        "confirm:m4-1",
-    ]
-    machine.handle(Event("confirmed", core="m4-0"))
+    assert kinds(machine.handle(Event("staged", core="m4-1"))) == ["report", "activate:m4-0"]
+    assert kinds(machine.handle(Event("activated", core="m4-0"))) == ["activate:m4-1"]
+    assert kinds(machine.handle(Event("activated", core="m4-1"))) == ["confirm:m4-0"]
+    assert kinds(machine.handle(Event("confirmed", core="m4-0"))) == ["confirm:m4-1"]
     assert kinds(machine.handle(Event("confirmed", core="m4-1"))) == ["record"]
     revived = UpdateWorkflow()
     assert kinds(revived.restore(machine.snapshot())) == ["record"]  # a crash before recording
@@ -54,18 +47,30 @@ def test_one_core_failing_its_self_test_reverts_both() -> None:
     machine.handle(Event("staged", core="m4-1"))
     machine.handle(Event("activated", core="m4-0"))
     revert = machine.handle(Event("activate_failed", core="m4-1", reason="selftest-failed"))
-    assert kinds(revert) == ["revert:m4-0", "revert:m4-1"]
-    machine.handle(Event("reverted", core="m4-0"))
+    assert kinds(revert) == ["revert:m4-0"]
+    assert kinds(machine.handle(Event("reverted", core="m4-0"))) == ["revert:m4-1"]
     [report] = machine.handle(Event("reverted", core="m4-1"))
     assert (report.state, report.reason, report.step) == ("failed", "selftest-failed", "activate")
+    assert report.detail.startswith("every core reverted")
+
+
+def test_the_first_failed_activation_stops_the_others_and_reverts_every_core() -> None:
+    machine = started()
+    machine.handle(Event("staged", core="m4-0"))
+    machine.handle(Event("staged", core="m4-1"))
+    revert = machine.handle(Event("activate_failed", core="m4-0", reason="selftest-failed"))
+    assert kinds(revert) == ["revert:m4-0"]  # m4-1 is never activated
+    assert kinds(machine.handle(Event("reverted", core="m4-0"))) == ["revert:m4-1"]
+    [report] = machine.handle(Event("reverted", core="m4-1"))
+    assert (report.state, report.step) == ("failed", "activate")
 
 
 def test_stage_failure_aborts_every_core_and_activates_nothing() -> None:
     machine = started()
     machine.handle(Event("staged", core="m4-0"))
     abort = machine.handle(Event("stage_failed", core="m4-1", reason="target-hash"))
-    assert kinds(abort) == ["abort:m4-0", "abort:m4-1"]
-    machine.handle(Event("aborted", core="m4-0"))
+    assert kinds(abort) == ["abort:m4-0"]
+    assert kinds(machine.handle(Event("aborted", core="m4-0"))) == ["abort:m4-1"]
     [report] = machine.handle(Event("aborted", core="m4-1"))
     assert (report.state, report.reason) == ("failed", "target-hash")
 
@@ -94,8 +99,8 @@ def test_cancel_during_staging_finishes_the_transfer_then_aborts() -> None:
     machine = started()
     assert machine.handle(Event("cancel")) == []
     abort = machine.handle(Event("staged", core="m4-0"))
-    assert kinds(abort) == ["abort:m4-0", "abort:m4-1"]
-    machine.handle(Event("aborted", core="m4-0"))
+    assert kinds(abort) == ["abort:m4-0"]
+    assert kinds(machine.handle(Event("aborted", core="m4-0"))) == ["abort:m4-1"]
     [report] = machine.handle(Event("aborted", core="m4-1"))
     assert (report.state, report.reason) == ("idle", "cancelled")
 
@@ -130,8 +135,8 @@ def test_crash_while_activating_reverts_every_core() -> None:
     ):
         machine.handle(event)
     revived = UpdateWorkflow()
-    assert kinds(revived.restore(machine.snapshot())) == ["revert:m4-0", "revert:m4-1"]
-    revived.handle(Event("reverted", core="m4-0"))
+    assert kinds(revived.restore(machine.snapshot())) == ["revert:m4-0"]
+    assert kinds(revived.handle(Event("reverted", core="m4-0"))) == ["revert:m4-1"]
     [report] = revived.handle(Event("reverted", core="m4-1"))
     assert (report.state, report.reason) == ("failed", "interrupted")
 
@@ -152,9 +157,9 @@ def _confirming() -> UpdateWorkflow:
 def test_crash_while_confirming_finishes_forwards() -> None:
     revived = UpdateWorkflow()
     commands = revived.restore(_confirming().snapshot())
-    assert kinds(commands) == ["confirm:m4-0", "confirm:m4-1"]
+    assert kinds(commands) == ["confirm:m4-0"]
     assert commands[0].plan == M0
-    revived.handle(Event("confirmed", core="m4-0"))
+    assert kinds(revived.handle(Event("confirmed", core="m4-0"))) == ["confirm:m4-1"]
     assert kinds(revived.handle(Event("confirmed", core="m4-1"))) == ["record"]
 
 
@@ -162,7 +167,27 @@ def test_a_core_that_cannot_confirm_reverts_every_core() -> None:
     machine = _confirming()
     machine.handle(Event("confirmed", core="m4-0"))
     revert = machine.handle(Event("confirm_failed", core="m4-1", reason="trial-expired"))
-    assert kinds(revert) == ["revert:m4-0", "revert:m4-1"]
-    machine.handle(Event("reverted", core="m4-0"))
+    assert kinds(revert) == ["revert:m4-0"]
+    assert kinds(machine.handle(Event("reverted", core="m4-0"))) == ["revert:m4-1"]
     [report] = machine.handle(Event("reverted", core="m4-1"))
     assert (report.state, report.reason, report.step) == ("failed", "trial-expired", "confirm")
+
+
+def test_a_failed_first_confirm_sends_no_second_confirm_and_reverts_both() -> None:
+    machine = _confirming()
+    revert = machine.handle(Event("confirm_failed", core="m4-0", reason="core-unavailable"))
+    assert kinds(revert) == ["revert:m4-0"]  # no confirm of m4-1 is left to run
+    assert machine.handle(Event("confirmed", core="m4-1")) == []  # a late answer: ignored
+    assert kinds(machine.handle(Event("reverted", core="m4-0"))) == ["revert:m4-1"]
+    [report] = machine.handle(Event("reverted", core="m4-1"))
+    assert (report.state, report.step) == ("failed", "confirm")
+
+
+def test_a_failed_record_reverts_every_core() -> None:
+    machine = _confirming()
+    machine.handle(Event("confirmed", core="m4-0"))
+    assert kinds(machine.handle(Event("confirmed", core="m4-1"))) == ["record"]
+    assert kinds(machine.handle(Event("record_failed", reason="agent-error"))) == ["revert:m4-0"]
+    machine.handle(Event("reverted", core="m4-0"))
+    [report] = machine.handle(Event("reverted", core="m4-1"))
+    assert (report.state, report.step) == ("failed", "record")

@@ -215,6 +215,19 @@ def test_offer_moves_pending_jobs_and_counts_the_attempt(storage: Storage) -> No
     assert untouched.attempts == 1 and untouched.offered_at is None
 
 
+def test_an_offer_stores_its_timeout_and_comes_due_at_it(storage: Storage) -> None:
+    deadline = T0 + timedelta(days=1)
+    with storage.begin() as uow:
+        seed_rollout(uow, devices=1)
+        uow.jobs.add([job(1)])
+        assert uow.jobs.offer("ro-1", "rel-1", ["dev-000001"], T0, deadline) == 1
+        offered = uow.jobs.get("ro-1", "dev-000001")
+        early = uow.jobs.due(deadline - timedelta(seconds=1))
+        due = uow.jobs.due(deadline)
+    assert (offered.state, offered.next_attempt_at) == ("offered", deadline)
+    assert early == [] and [j.device_id for j in due] == ["dev-000001"]
+
+
 def test_outbox_append_many_keeps_the_order(storage: Storage) -> None:
     with storage.begin() as uow:
         uow.outbox.append("first", {"n": 0}, T0)

@@ -196,3 +196,49 @@ def test_releases_list_in_pages(storage: Storage) -> None:
         second = uow.releases.list(after=first.next_after, limit=3)
     assert [r.id for r in first.items + second.items] == [f"rel-{n}" for n in range(5)]
     assert second.next_after is None
+
+
+def test_members_among_answers_for_the_listed_devices_only(storage: Storage) -> None:
+    with storage.begin() as uow:
+        uow.devices.upsert(device(n) for n in range(1, 7))
+        uow.groups.put(DeviceGroup("berlin", "Berlin", GroupKind.TAG, "site=berlin"))
+        among = uow.groups.members_among("berlin", ["dev-000001", "dev-000002", "nope"])
+        assert uow.groups.members_among("berlin", []) == set()
+        with pytest.raises(NotFoundError):
+            uow.groups.members_among("missing", ["dev-000001"])
+    assert among == {"dev-000001"}
+
+
+REPORTS = [
+    # (name, the device's own report, whether `hardware_id=mt3620 and tags.site=berlin` holds)
+    ("agrees", {"hardwareId": "mt3620"}, True),
+    ("silent", {}, True),
+    ("disagrees", {"hardwareId": "mt3620-b"}, False),
+    ("not-a-string", {"hardwareId": 3620}, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("reported", "member"), [r[1:] for r in REPORTS], ids=[r[0] for r in REPORTS]
+)
+def test_a_report_narrows_a_query_but_never_widens_it(
+    storage: Storage, reported: dict[str, object], member: bool
+) -> None:
+    selector = "hardware_id=mt3620 and tags.site=berlin"
+    with storage.begin() as uow:
+        uow.devices.upsert([device(1, reported=reported), device(2, reported=reported)])
+        uow.groups.put(DeviceGroup("q", "Q", GroupKind.QUERY, selector))
+        members = [d.id for d in uow.groups.members("q").items]
+        ids = uow.groups.member_ids("q").items
+        among = uow.groups.members_among("q", ["dev-000001", "dev-000002"])
+    expected = ["dev-000001"] if member else []  # dev-000002 is in oslo: never a member
+    assert members == expected and ids == expected and sorted(among) == expected
+
+
+def test_a_query_naming_no_tag_has_no_members(storage: Storage) -> None:
+    with storage.begin() as uow:
+        uow.devices.upsert(device(n) for n in range(1, 4))
+        uow.groups.put(DeviceGroup("q", "Q", GroupKind.QUERY, "hardware_id=mt3620"))
+        assert uow.groups.members("q").items == []
+        assert uow.groups.member_ids("q").items == []
+        assert uow.groups.members_among("q", ["dev-000001"]) == set()

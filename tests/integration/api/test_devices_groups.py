@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from device_agent.protocol import COMPONENT
 from service.storage import Role
-from tests.integration.api._api import PROBLEM, Session
+from tests.integration.api._api import PROBLEM, T0, Session
 
 
 def test_devices_page_through_every_device_once(session: Session) -> None:
@@ -35,6 +37,21 @@ def test_device_filters(session: Session) -> None:
     assert len(api.get("/devices", params={"profile": "kws"}).json()["items"]) == 10
     recent = api.get("/devices", params={"last_seen_after": "2026-11-25T12:07:00+00:00"}).json()
     assert [d["id"] for d in recent["items"]] == ["dev-007", "dev-008", "dev-009"]
+
+
+def test_online_is_judged_on_the_services_clock(session: Session) -> None:
+    # devices were last seen at T0 + i minutes; the service's clock decides, not the caller's
+    world, api = session.world, session.api
+    world.seed_devices(10)
+    world.clock.now = T0 + timedelta(minutes=9)
+
+    def online() -> list[str]:
+        return [d["id"] for d in api.get("/devices").json()["items"] if d["online"]]
+
+    assert online() == [f"dev-{i:03d}" for i in range(4, 10)]
+    world.clock.advance(hours=1)
+    assert online() == []
+    assert api.get("/devices/dev-009").json()["online"] is False
 
 
 def test_bad_queries_are_invalid_problems(session: Session) -> None:
@@ -124,7 +141,9 @@ def test_group_lifecycle(session: Session) -> None:
     assert [d["id"] for d in page["items"]] == ["dev-001", "dev-003"]
     rest = api.get("/groups/berlin/members", params={"after": page["next_after"]}).json()
     assert [d["id"] for d in rest["items"]] == ["dev-005"] and rest["next_after"] is None
-    replaced = api.put("/groups/berlin", json={**body, "production": True}, token=operator)
+    production = {**body, "production": True}
+    assert api.put("/groups/berlin", json=production, token=operator).status_code == 403
+    replaced = api.put("/groups/berlin", json=production)  # only an admin writes the flag
     assert replaced.json()["production"] is True
     assert api.delete("/groups/oslo", token=operator).status_code == 204
     assert api.get("/groups/oslo").status_code == 404

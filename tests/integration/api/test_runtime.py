@@ -120,8 +120,11 @@ def test_a_rollout_reaches_the_hub_through_the_running_service(
         assert repository["imageUrl"] == urls.image_url
         assert repository["directorUrl"] == urls.director_url_for("dev-0")
         assert httpx.get(f"{urls.image_url}1.root.json?{urls.query}").status_code == 200
-        director = httpx.get(f"{urls.director_url_for('dev-0')}1.targets.json?{urls.query}")
+        own = repository["query"]  # dev-0's grant: its own director folder, not dev-1's
+        director = httpx.get(f"{urls.director_url_for('dev-0')}1.targets.json?{own}")
         assert director.status_code == 200
+        other = httpx.get(f"{urls.director_url_for('dev-1')}1.targets.json?{own}")
+        assert other.status_code == 403
         assert "rel-2" in director.text
         totals = client.get("/rollouts/ro-1").json()["totals"]
         assert totals.get("offered") == 3, totals

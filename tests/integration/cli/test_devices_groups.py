@@ -65,7 +65,7 @@ def test_groups_put_show_members_list_delete(stack: Stack) -> None:
         "put",
         "grp-q",
         "--query",
-        "hardware_id=mt3620",
+        "hardware_id=mt3620 and tags.fleet=demo",
         "--tz",
         "Europe/Paris",
         "--production",

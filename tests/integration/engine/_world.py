@@ -141,26 +141,27 @@ class World:
     start: bool = True
 
     def __post_init__(self) -> None:
+        start = self.now  # the world's one clock: T0, or the wall clock's now for a real stack
         self.hub = MemoryHubGateway(clock=lambda: self.now)
         self.director = MemoryDirector()
         self.notifier = MemoryNotifier()
         ids = [f"dev-{n:03d}" for n in range(self.devices)]
         with self.storage.begin() as uow:
-            uow.devices.upsert(Device(d, "mt3620", T0, tags={"fleet": "demo"}) for d in ids)
+            uow.devices.upsert(Device(d, "mt3620", start, tags={"fleet": "demo"}) for d in ids)
             uow.groups.put(DeviceGroup("grp-1", "demo", GroupKind.TAG, "fleet=demo"))
             for n, rid in enumerate(("rel-0", "rel-1")):
-                uow.releases.create(Release(rid, n, ("mt3620",), {}, T0, "alice"))
+                uow.releases.create(Release(rid, n, ("mt3620",), {}, start, "alice"))
         for d in ids:
             self.hub.register_device(d)
         setup = Engine(self.storage, self.hub, CONFIG)
-        setup.create_rollout(self.spec, T0)
+        setup.create_rollout(self.spec, start)
         with self.storage.begin(readonly=True) as uow:
             plan_data = uow.rollouts.get("ro-1").state_data
         plan = StagePlan("ro-1", tuple(int(b) for b in plan_data["plan_bounds"]), self.devices)
         rest = [d for d in ids if plan.stage_of(d) == 1]
         self.fleet = Fleet(self.hub, ids, set(rest[: self.bad_in_rest]))
         if self.start:
-            setup.command("ro-1", Start("alice"), T0)
+            setup.command("ro-1", Start("alice"), start)
         self._rng = random.Random(self.seed)
         self._restart()
 

@@ -3,11 +3,14 @@ the hub port with simulated devices, on memory, SQLite and PostgreSQL storage.""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
+
 import pytest
 
 from service.domain.gates import GatePolicy
 from service.domain.rollout_events import GateResult, Resume, Rollback, Start, Verdict
-from service.domain.spec import FailureAction
+from service.domain.spec import DeadlinePolicy, FailureAction, RetryPolicy
 from service.engine import AuditNote, MemoryHealthGate
 from service.storage import Storage, open_storage
 from tests.integration.engine._world import Crash, World, spec
@@ -182,3 +185,24 @@ def test_each_stage_records_when_it_started_and_ended(storage: Storage) -> None:
     assert first.started_at <= first.ended_at <= rest.started_at <= rest.ended_at  # type: ignore[operator]
     assert first.planned + rest.planned == world.devices
     assert {s.state for s in stages} == {"done"}
+
+
+def test_offline_canaries_time_out_and_the_stage_stalls_with_its_reason(storage: Storage) -> None:
+    # Before: an OFFERED job had no deadline, so two offline canaries held the canary stage
+    # below its 80% threshold for ever, silently.
+    stalls = replace(
+        spec(),
+        retry=RetryPolicy(offer_timeout=timedelta(minutes=10), max_retries=0),
+        deadlines=DeadlinePolicy(action=FailureAction.PAUSE),
+    )
+    world = World(storage, bad_in_rest=0, spec=stalls)
+    with world.storage.begin(readonly=True) as uow:
+        canary = [j.device_id for j in uow.jobs.list("ro-1", limit=100).items if j.stage == 0]
+    world.fleet.offline.update(canary[:2])
+    assert world.run_until({"paused"}, max_steps=60) == "paused"
+    assert {world.jobs()[d] for d in canary[:2]} == {"timed_out"}
+    with world.storage.begin(readonly=True) as uow:
+        reason = uow.rollouts.get("ro-1").state_data["reason"]
+    assert reason.startswith("stage canary cannot succeed: 2 of 4 devices confirmed")
+    _drain(world)
+    assert any(n.kind == "stalled-pause" for n in world.notifier.notices.values())

@@ -185,10 +185,12 @@ def test_a_restarted_agent_finds_the_core_consistent_and_can_finish_the_swap(
     process, client = spawn_core(tmp_path)
     client.connect()
     install(client, "vibration-v1.0.0")
+    client.detach()  # one client reads the socket at a time
     dying = CoreClient(_DyingTransport(process.transport, budget), client.profile)
     dying.connect()
     with pytest.raises(_AgentDies):
         install(dying, "vibration-v2.0.0")
+    dying.detach()  # the agent died: nothing services its link any more
     fresh = CoreClient(process.transport, client.profile)
     status = fresh.connect()
     assert status.state in ("running", "trial")

@@ -68,7 +68,7 @@ def device(world: ReleaseWorld, urls: PublicationUrls, device_id: str = "dev-1")
         world.tmp / "devices" / device_id,
         image_root=world.trust.image().root_bytes(),
         director_root=world.trust.director().root_bytes(),
-        fetcher=QueryFetcher(urls.query),
+        fetcher=QueryFetcher(urls.query_for(device_id)),
         image_url=urls.image_url,
         director_url=urls.director_url_for(device_id),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from service.domain.rollout_events import Verdict
@@ -126,3 +127,28 @@ def test_unchanged_verdicts_are_stored_once_per_interval(db: Db) -> None:
     for seconds in (0, 10, 20, 70):
         gate.evaluate(ro, 0, NOW + timedelta(seconds=seconds))
     assert len(db.store.verdicts("ro-1")) == 2
+
+
+def test_the_last_stage_compares_with_the_control_seen_since_the_rollout_started(db: Db) -> None:
+    # By the last stage every device runs the new release within seconds of the stage start:
+    # the control must come from earlier in the rollout, or the gate waits for ever.
+    ro = setup_rollout(db)
+    with db.storage.begin() as uow:
+        ro = uow.rollouts.get("ro-1")
+        started = {**ro.state_data, "started_at": STARTED.isoformat()}
+        ro = uow.rollouts.save(replace(ro, state_data=started), ro.revision)
+    last_started = datetime.fromtimestamp(T0_MS / 1000, tz=UTC) + timedelta(minutes=8)
+    with db.storage.begin() as uow:
+        uow.rollouts.put_stage(RolloutStage("ro-1", 1, "running", 10, started_at=last_started))
+    fleet, rng = Fleet(), random.Random(11)
+    for minute in (*range(5), *range(10, 15)):  # stage 0, then the last stage from minute 8
+        fleet.clock_ms = T0_MS + minute * 60_000
+        for d in range(20):
+            release_id = "rel-2" if minute >= 10 or d % 2 == 0 else "rel-1"
+            fleet.send(fleet.batch(f"dev-{d}", release_id, n=20, rng=rng))
+    members = {f"dev-{d}": ("grp-berlin",) for d in range(20)}
+    IngestWorker(fleet.source, db.store, groups_of=lambda dev: members.get(dev, ())).drain()
+    result = TelemetryGate(db.store, db.storage).evaluate(ro, 1, NOW)
+    assert result is not None and result.verdict is Verdict.PASS, result.reason
+    numbers = db.store.verdicts("ro-1")[-1]["numbers"]
+    assert numbers["control_devices"] == 10 and numbers["canary_devices"] == 20

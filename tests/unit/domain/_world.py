@@ -78,11 +78,13 @@ def summary(
     stage1: StageFigures | None = None,
     rollback: StageFigures | None = None,
     candidates: tuple[str, ...] = (),
+    production: frozenset[str] = frozenset(),
 ) -> JobsSummary:
+    """`production`: the candidates the engine found in a production group."""
     return JobsSummary(
         (stage0 or figures(pending=2), stage1 or figures(pending=10)),
         rollback or figures(),
-        tuple(Candidate(device, 1) for device in candidates),
+        tuple(Candidate(device, 1, device in production) for device in candidates),
     )
 
 

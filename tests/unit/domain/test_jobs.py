@@ -56,7 +56,7 @@ def _job(state: JobState, **changes: Any) -> Job:
     job = Job("r1", "dev-1", "rel-2", 0, SOAK, state=state)
     if state is not S.PENDING:
         job = replace(job, attempt=1, workflow_id=WF1)
-    if state in (S.DOWNLOADING, S.VERIFYING, S.TRANSFERRING, S.ACTIVATING):
+    if state in (S.OFFERED, S.DOWNLOADING, S.VERIFYING, S.TRANSFERRING, S.ACTIVATING):
         job = replace(job, deadline=T0)
     if state is S.SOAKING:
         job = replace(job, soak_until=T0 - timedelta(minutes=10), deadline=T0)
@@ -95,11 +95,10 @@ for state in _BEFORE:
         for phase in _PHASES
         if _PHASES.index(phase) > (_PHASES.index(state) if state in _PHASES else -1)
     ]
-    if state is not S.OFFERED:
-        LEGAL += [
-            (f"{name}-deadline-retry", _job(state), Deadline(), S.PENDING, _REVOKE),
-            (f"{name}-deadline-final", _job(state, attempt=3), Deadline(), S.TIMED_OUT, _REVOKE),
-        ]
+    LEGAL += [
+        (f"{name}-deadline-retry", _job(state), Deadline(), S.PENDING, _REVOKE),
+        (f"{name}-deadline-final", _job(state, attempt=3), Deadline(), S.TIMED_OUT, _REVOKE),
+    ]
 LEGAL += [
     ("activating-activated", _job(S.ACTIVATING), Activated(), S.SOAKING, ()),
     ("activating-reverted", _job(S.ACTIVATING), Reverted("selftest", "activate"), S.REVERTED, ()),
@@ -204,9 +203,18 @@ def test_offer_sets_the_workflow_and_clears_the_retry_wait() -> None:
     assert (new.attempt, new.workflow_id, new.not_before) == (2, "r1.rel-2.2", None)
 
 
-def test_timeout_starts_at_first_progress_not_at_offer() -> None:
-    offered = _job(S.OFFERED, deadline=None)
-    assert expire(offered, T0 + timedelta(days=30)) is None  # an offline device keeps its offer
+def test_an_unanswered_offer_times_out_after_the_offer_timeout() -> None:
+    # Before, an OFFERED job had no deadline: one offline device held its stage for ever.
+    offered, _ = apply(_job(S.PENDING), Offered(WF1), T0, POLICY)
+    assert offered.deadline == T0 + POLICY.offer_timeout
+    assert expire(offered, T0 + POLICY.offer_timeout - timedelta(seconds=1)) is None
+    assert expire(offered, T0 + POLICY.offer_timeout) == Deadline()
+    retried, commands = apply(offered, Deadline(), T0 + POLICY.offer_timeout, POLICY)
+    assert retried.state is S.PENDING and commands == _REVOKE
+
+
+def test_in_progress_timeout_starts_at_first_progress_not_at_offer() -> None:
+    offered = _job(S.OFFERED)  # an offline device keeps its offer until the offer timeout
     later = T0 + timedelta(hours=5)
     downloading, _ = apply(offered, Progressed(S.DOWNLOADING), later, POLICY)
     assert downloading.deadline == later + POLICY.in_progress_timeout

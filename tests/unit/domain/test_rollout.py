@@ -100,6 +100,7 @@ ROWS = [
     _row("paused-rollback", R.PAUSED, Rollback("ann"), R.ROLLING_BACK, [StartRollback, Notify]),
     _row("paused-gate-recorded", R.PAUSED, FAIL, R.PAUSED, []),
     _row("paused-tick", R.PAUSED, Tick(), R.PAUSED, []),
+    _row("paused-approve", R.PAUSED, Approve("bob"), R.PAUSED, []),
     _row("paused-force-next", R.PAUSED, NextStage("ann"), R.RUNNING, [Notify]),
     _row(
         "paused-force-next-no-window",
@@ -114,6 +115,14 @@ ROWS = [
         "completed-rollback", R.COMPLETED, Rollback("ann"), R.ROLLING_BACK, [StartRollback, Notify]
     ),
     _row("completed-tick", R.COMPLETED, Tick(), R.COMPLETED, []),
+    _row(
+        "completed-production-joiner",
+        R.COMPLETED,
+        Tick(),
+        R.PAUSED,
+        [RequestApproval, Notify],
+        summary(candidates=("d9",), production=frozenset({"d9"})),
+    ),
     _row("aborted-rollback", R.ABORTED, Rollback("ann"), R.ROLLING_BACK, [StartRollback, Notify]),
     _row("aborted-tick", R.ABORTED, Tick(), R.ABORTED, []),
     _row("rolling-back-planned", R.ROLLING_BACK, RollbackPlanned(3), R.ROLLING_BACK, []),

@@ -18,7 +18,7 @@ from device_agent.intercore._errors import CoreUnavailableError
 from firmware._core import CoreConfig, CoreMachine
 from firmware._image import FirmwareImage
 from firmware._slots import SlotStore
-from firmware.icc import MT3620, DeviceProfile
+from firmware.icc import MT3620, DeviceProfile, IccError
 from firmware.models import PREBUILT_DIR
 
 IMAGES = Path(__file__).resolve().parents[3] / "firmware" / "images"
@@ -47,6 +47,7 @@ class ThreadCore:
     transport: MemoryTransport
     thread: threading.Thread | None = None
     stop: bool = False
+    failure: IccError | None = None  # why the core stopped by itself (e.g. the host went silent)
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -64,6 +65,8 @@ class ThreadCore:
                     self.machine.receive(data, time.monotonic())
         except CoreUnavailableError:
             return
+        except IccError as exc:  # PeerUnresponsiveError: firmware.core exits with code 3 here
+            self.failure = exc
 
     def close(self) -> None:
         self.stop = True
@@ -81,13 +84,19 @@ def thread_core(tmp_path: Path) -> Iterator[object]:
         profile: DeviceProfile = MT3620,
         image: str = "m4-1.0.0.json",
         inference_period_s: float = 0.05,
+        core_id: str = "m4-0",
+        heartbeat_period_s: float = 1.0,
     ) -> tuple[CoreClient, ThreadCore]:
         host_end, core_end = memory_pipe(plan, plan)
         config = CoreConfig(
-            "m4-0", profile, FirmwareImage.load(IMAGES / image), inference_period_s, 1.0
+            core_id,
+            profile,
+            FirmwareImage.load(IMAGES / image),
+            inference_period_s,
+            heartbeat_period_s,
         )
         core = ThreadCore(
-            CoreMachine(config, SlotStore(tmp_path / "m4-0"), time.monotonic()), core_end
+            CoreMachine(config, SlotStore(tmp_path / core_id), time.monotonic()), core_end
         )
         core.start()
         cores.append(core)

@@ -57,13 +57,31 @@ def test_invalid_records_are_refused(build: Any, message: str) -> None:
 
 
 SELECTORS = [
-    ("tag", GroupKind.TAG, "ADUGroup=canary", DeviceFilter(tags={"ADUGroup": "canary"})),
-    ("tag-spaces", GroupKind.TAG, " site = oslo ", DeviceFilter(tags={"site": "oslo"})),
+    (
+        "tag",
+        GroupKind.TAG,
+        "ADUGroup=canary",
+        DeviceFilter(tags={"ADUGroup": "canary"}, membership=True),
+    ),
+    (
+        "tag-spaces",
+        GroupKind.TAG,
+        " site = oslo ",
+        DeviceFilter(tags={"site": "oslo"}, membership=True),
+    ),
     (
         "query",
         GroupKind.QUERY,
         "hardware_id=mt3620 and tags.ring=beta and agent_version=1.2",
-        DeviceFilter(hardware_id="mt3620", agent_version="1.2", tags={"ring": "beta"}),
+        DeviceFilter(
+            hardware_id="mt3620", agent_version="1.2", tags={"ring": "beta"}, membership=True
+        ),
+    ),
+    (
+        "query-without-tags-selects-nobody",
+        GroupKind.QUERY,
+        "hardware_id=mt3620",
+        DeviceFilter(hardware_id="mt3620", membership=True),
     ),
 ]
 

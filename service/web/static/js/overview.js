@@ -14,7 +14,8 @@ import {
   usePoll,
 } from "./ui.js";
 
-// A device counts as online when it was seen this recently (unless the API says so itself).
+// The API says whether a device is online, judged on the service's clock; the browser's clock
+// may be off by hours, so it only judges devices from an API that does not say (older services).
 export const ONLINE_SECONDS = 300;
 export const FINISHED_ROLLOUT_STATES = ["draft", "completed", "aborted", "rolled_back"];
 

@@ -41,7 +41,7 @@ export const COMMANDS = [
     when: ["scheduled", "waiting_window", "running", "soaking", "awaiting_approval"],
   },
   { command: "resume", label: "Resume", when: ["paused"] },
-  { command: "approve", label: "Approve", when: ["awaiting_approval"] },
+  { command: "approve", label: "Approve", when: ["draft", "awaiting_approval", "paused"] },
   { command: "next-stage", label: "Next stage", when: ["soaking", "awaiting_approval", "paused"] },
   {
     command: "abort",

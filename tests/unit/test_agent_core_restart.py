@@ -1,0 +1,150 @@
+"""The agent restarts a core whose link is gone, through its host, with back-off on its own
+clock: 1 s, then doubling, capped; every restart is an event and a log line. The cores are real
+core machines in threads behind in-memory transports; the host is an in-memory one."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from device_agent.agent import Agent, AgentConfig
+from device_agent.intercore import CoreClient, HostPhase, memory_pipe
+from firmware._core import CoreConfig, CoreMachine
+from firmware._image import FirmwareImage
+from firmware._slots import SlotStore
+from firmware.icc import MT3620
+from tests.agent_world import MemoryHub
+from tests.unit.firmware.conftest import IMAGES, ThreadCore
+
+
+class MemoryHost:
+    """Boots cores as threads; `healthy` says whether a booted core comes up or dies at once."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.cores: dict[str, ThreadCore] = {}
+        self.restarts: list[str] = []
+        self.healthy = True
+
+    def boot(self, core: str) -> CoreClient:
+        host_end, core_end = memory_pipe()
+        config = CoreConfig(core, MT3620, FirmwareImage.load(IMAGES / "m4-1.0.0.json"), 0.05, 0.2)
+        machine = CoreMachine(config, SlotStore(self.state / core), time.monotonic())
+        thread_core = ThreadCore(machine, core_end)
+        if self.healthy:
+            thread_core.start()
+        else:
+            core_end.close()  # the core dies as it boots: the host end sees EOF
+        self.cores[core] = thread_core
+        return CoreClient(host_end, MT3620)
+
+    def restart_core(self, core: str, firmware: Path | None = None) -> CoreClient:
+        self.restarts.append(core)
+        self.cores[core].close()
+        return self.boot(core)
+
+    def firmware_path(self, core: str) -> Path:
+        return IMAGES / "m4-1.0.0.json"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _agent(tmp_path: Path, host: MemoryHost, clock: Clock) -> Agent:
+    config = AgentConfig(
+        device_id="dev-1",
+        hardware_id="mt3620",
+        profile="mt3620",
+        allowed_kinds=frozenset({"model"}),
+        state_dir=tmp_path / "agent",
+        image_root=b"{}",
+        director_root=b"{}",
+    )
+    cores = {core: host.boot(core) for core in ("m4-0", "m4-1")}
+    for client in cores.values():
+        client.connect()
+
+    def unused(_: Any) -> Any:
+        raise AssertionError("no update in this test")
+
+    return Agent(
+        config, MemoryHub("dev-1"), cores, fetcher_for=unused, source_for=unused, host=host,
+        clock=clock,
+    )  # fmt: skip
+
+
+def _lose_link(agent: Agent, host: MemoryHost, core: str) -> None:
+    host.cores[core].close()  # the core's process ended: EOF
+    deadline = time.monotonic() + 10
+    while agent.cores[core].phase is not HostPhase.DISCONNECTED:  # the pump sees the EOF
+        assert time.monotonic() < deadline, "the client never saw the core go"
+        time.sleep(0.01)
+
+
+def test_a_core_that_exits_is_restarted_and_comes_back(tmp_path: Path) -> None:
+    host, clock = MemoryHost(tmp_path / "cores"), Clock()
+    agent = _agent(tmp_path, host, clock)
+    try:
+        _lose_link(agent, host, "m4-1")
+        agent.step()
+        assert host.restarts == []
+        assert agent.logs[-1] == "m4-1: link lost; restarting it in 1 s"
+        clock.now += 0.5
+        agent.step()
+        assert host.restarts == []
+        clock.now += 0.5
+        agent.step()
+        assert host.restarts == ["m4-1"]
+        assert agent.cores["m4-1"].phase is HostPhase.READY
+        assert agent.logs[-1].startswith("m4-1: restarted after 1 s")
+        hub = agent.hub
+        assert isinstance(hub, MemoryHub)
+        events = [e for batch in hub.batches for e in batch.events]
+        assert [(e.kind, e.core, e.code) for e in events] == [("crash", "m4-1", 1)]
+        heartbeats: list[Any] = []
+        while not heartbeats:  # the restarted core heartbeats to the agent
+            heartbeats = [e for e in agent.cores["m4-1"].poll(0.5) if hasattr(e, "uptime_ms")]
+        assert agent.cores["m4-0"].phase is HostPhase.READY  # the other core was left alone
+    finally:
+        agent.close_cores()
+        for core in host.cores.values():
+            core.close()
+
+
+def test_restarts_back_off_doubling_up_to_the_cap_and_reset_after_a_stable_run(
+    tmp_path: Path,
+) -> None:
+    host, clock = MemoryHost(tmp_path / "cores"), Clock()
+    agent = _agent(tmp_path, host, clock)
+    try:
+        host.healthy = False  # every restarted core dies at once
+        _lose_link(agent, host, "m4-0")
+        start, times = clock.now, []
+        while len(times) < 7:
+            agent.step()
+            if len(host.restarts) > len(times):
+                times.append(clock.now - start)
+            clock.now += 0.25
+        # scheduled 1 s after the loss, then 2, 4, 8, 16 and 30 (capped) s after each failure
+        gaps = [b - a for a, b in zip([0.0, *times], times, strict=False)]
+        assert gaps == [1.0, 2.25, 4.25, 8.25, 16.25, 30.25, 30.25]
+        host.healthy = True
+        while len(host.restarts) < 8:
+            agent.step()
+            clock.now += 0.25
+        assert agent.cores["m4-0"].phase is HostPhase.READY
+        clock.now += agent.config.core_restart_max_s
+        agent.step()  # up for the cap: the back-off starts over
+        _lose_link(agent, host, "m4-0")
+        agent.step()
+        assert agent.logs[-1] == "m4-0: link lost; restarting it in 1 s"
+    finally:
+        agent.close_cores()
+        for core in host.cores.values():
+            core.close()
