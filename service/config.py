@@ -53,6 +53,13 @@ class Settings(BaseSettings):
     # Serve the filesystem store over HTTP from the service; off when another process serves it
     # at blob_public_url with the same signing key (`tinyfleet up` keeps it up across restarts).
     blob_serve: bool = True
+    # The service's blob server. Port 0: the first start picks a free port and keeps it in
+    # DATA/blob-port, so URLs already offered to devices stay valid across restarts.
+    blob_port: int = Field(default=0, ge=0, le=65535)
+    blob_timeout: timedelta = Field(
+        default=timedelta(seconds=10), ge=timedelta(milliseconds=50), le=timedelta(minutes=5)
+    )
+    blob_max_connections: int = Field(default=64, ge=1, le=4096)
     blob_url_ttl: timedelta = Field(
         default=timedelta(hours=24), ge=timedelta(minutes=1), le=timedelta(days=7)
     )
@@ -64,6 +71,9 @@ class Settings(BaseSettings):
     )
     eventhub_connection_string: SecretStr | None = None
     eventhub_consumer_group: str = "$Default"
+    # Where the audit chain's head is anchored (default DATA/audit-anchor); best kept where the
+    # database's writers cannot write.
+    audit_anchor: Path | None = None
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
     # The largest JSON request body the API reads (413 past it); uploads have the release budget.
@@ -97,6 +107,10 @@ class Settings(BaseSettings):
     @property
     def database_url(self) -> str:
         return self.db_url or f"sqlite:///{self.data_dir / 'tinyfleet.db'}"
+
+    @property
+    def audit_anchor_path(self) -> Path:
+        return self.audit_anchor or self.data_dir / "audit-anchor"
 
     @property
     def blob_dir(self) -> Path:

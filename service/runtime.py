@@ -12,6 +12,9 @@ trust service (keys and repositories created on first start in dev mode), the re
 the rollout engine and its dispatcher in a background loop, the registry sync loop, telemetry
 ingestion when a source is given, and the HTTP API under uvicorn in a thread.
 
+Audit: the chain's head is anchored outside the database (`audit_anchor`, default
+`DATA/audit-anchor`) so that `audit verify` also catches deleted newest entries.
+
 Bootstrap: on first start an `admin` token is created and its secret written to
 `DATA/admin-token` (mode 0600); later starts reuse it while it stays valid.
 
@@ -40,6 +43,7 @@ from service.api import ApiContext, ApiLimits, create_app
 from service.blobs import (
     CHUNK,
     AzureBlobStore,
+    BlobConfigError,
     BlobError,
     BlobRepositoryStore,
     BlobServer,
@@ -61,6 +65,7 @@ from service.hubgateway import HubGateway, SdkHubGateway
 from service.registry import sync_registry
 from service.releases import ReleaseService, publication_urls, repository_store
 from service.storage import Role, Storage, open_storage, upgrade
+from service.storage._anchor import AnchoredStorage, HeadAnchor
 from service.telemetry import EventHubConfig, EventHubSource, build_telemetry
 from service.trust import TrustService
 from signing import PublishError
@@ -71,6 +76,7 @@ __all__ = ["Addresses", "FreshDirector", "LogNotifier", "ServiceRuntime"]
 _log = logging.getLogger("tinyfleet.runtime")
 ADMIN_TOKEN_FILE = "admin-token"
 BLOB_KEY_FILE = "blob-signing-key"
+BLOB_PORT_FILE = "blob-port"
 REGISTRY_INTERVAL = timedelta(seconds=30)
 INGEST_INTERVAL = timedelta(milliseconds=200)
 IMAGE_ROOT = "image/metadata/1.root.json"
@@ -206,11 +212,26 @@ class ServiceRuntime:
     # -- composition ---------------------------------------------------------------------------
 
     def _open_storage(self) -> Storage:
+        """The storage, its audit head anchored in `audit_anchor_path` (an in-memory database
+        starts empty on every start, so it gets no anchor)."""
         url = self.settings.database_url
-        if url != "memory:":
-            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-            upgrade(url)
-        return open_storage(url)
+        if url == "memory:":
+            return open_storage(url)
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        upgrade(url)
+        storage = AnchoredStorage(open_storage(url), HeadAnchor(self.settings.audit_anchor_path))
+        try:
+            adopted = storage.adopt()
+        except BaseException:
+            storage.close()
+            raise
+        if adopted is not None:
+            _log.warning(
+                "audit: no anchor in %s yet; anchoring the current head (seq %d)",
+                self.settings.audit_anchor_path,
+                adopted.seq,
+            )
+        return storage
 
     def _blob_key(self) -> bytes:
         if self.settings.blob_signing_key is not None:
@@ -241,13 +262,45 @@ class ServiceRuntime:
                 raise ValueError("blob_serve off needs blob_public_url (where the store is served)")
             store = FilesystemBlobStore(s.blob_dir, UrlSigner(self._blob_key(), s.blob_public_url))
             return store, store
-        server = BlobServer(self._blob_key(), host=s.api_host, port=0)
+        server = self._bind_blob_server()
         self._blob_server = server
         signer = server.signer(s.blob_public_url or None)
         store = FilesystemBlobStore(s.blob_dir, signer)
         server.start(store)
         self._stoppers.append(server.stop)
         return store, store
+
+    def _bind_blob_server(self) -> BlobServer:
+        """The blob server on the configured port, else on the one the first start chose (kept
+        in DATA/blob-port): the URLs offered to devices name it, so it must not move. A port
+        someone else holds is an error, never a silent move to another one."""
+        s = self.settings
+        path = s.data_dir / BLOB_PORT_FILE
+        port, source = s.blob_port, "blob_port (TINYFLEET_BLOB_PORT)"
+        if port == 0 and path.is_file():
+            text = path.read_text().strip()
+            if not (text.isascii() and text.isdigit() and len(text) <= 5) or not (
+                0 < int(text) < 65536
+            ):
+                raise BlobConfigError(f"{path} holds no port number: {text[:20]!r}")
+            port, source = int(text), str(path)
+        try:
+            server = BlobServer(
+                self._blob_key(),
+                host=s.api_host,
+                port=port,
+                timeout=s.blob_timeout.total_seconds(),
+                max_connections=s.blob_max_connections,
+            )
+        except BlobConfigError as exc:
+            raise BlobConfigError(
+                f"{exc}; the port comes from {source} and is named in the blob URLs already "
+                "offered to devices: free it, or choose another with TINYFLEET_BLOB_PORT "
+                "(the URLs already offered then stop working)"
+            ) from exc
+        if port == 0:
+            _write_private(path, f"{server.port}\n".encode())
+        return server
 
     def _passphrase(self) -> str:
         if self.settings.key_passphrase is not None:
@@ -395,7 +448,9 @@ class ServiceRuntime:
         hub = self._hub_gateway()
         releases = self._releases(drafts, trust, storage)
         telemetry = build_telemetry(
-            storage=storage, source=self._telemetry_feed(), clock=self.clock
+            storage=storage.inner if isinstance(storage, AnchoredStorage) else storage,
+            source=self._telemetry_feed(),
+            clock=self.clock,
         )
         for worker in telemetry.workers:
             self._loops.append(_Periodic("ingest", INGEST_INTERVAL, worker.run_once))

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.hub._errors import HubConfigError, HubStorageError
+from infra.hub._files import private_file
 
 __all__ = ["FeedConsumer", "FeedEvent", "NewEvent", "TelemetryFeed"]
 
@@ -84,6 +85,7 @@ class TelemetryFeed:
     def open(cls, path: Path | str, partition_count: int | None = None) -> TelemetryFeed:
         """Open (or create) the feed; `partition_count` is fixed when the file is created."""
         try:
+            private_file(path)
             db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -97,7 +99,7 @@ class TelemetryFeed:
                 stored = partition_count
             else:
                 stored = int(row[0])
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise HubStorageError(f"cannot open the telemetry feed {path}: {exc}") from exc
         if partition_count is not None and partition_count != stored:
             raise HubConfigError(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from infra.hub._certs import issue_device_certificate
 from infra.hub._config import HubConfig
 from infra.hub._errors import RequestRefused
+from infra.hub._files import private_dir
 from infra.hub._store import DeviceRecord, HubStore, check_device_id
 from infra.hub._twin import Twin
 
@@ -41,7 +42,7 @@ def device_connection_string(
 
 def provision_device(config: HubConfig, device_id: str, *, x509: bool = False) -> ProvisionedDevice:
     check_device_id(device_id)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(config.data_dir)
     store = HubStore(config.db_path)
     try:
         if device_id in store.devices:

@@ -31,13 +31,24 @@ def _refused(_request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=exc.status)
 
 
+async def _capped_body(request: Request, cap: int = _MAX_BODY) -> bytes:
+    """The body, read no further than `cap` bytes: a declared `Content-Length` over the cap is
+    refused before a byte is read, and a chunked (or understated) body as soon as it passes it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (
+        not (declared.isascii() and declared.isdigit()) or len(declared) > 18 or int(declared) > cap
+    ):
+        raise RequestRefused(413, "MessageTooLarge", "request body is too large")
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > cap:
+            raise RequestRefused(413, "MessageTooLarge", "request body is too large")
+    return bytes(received)
+
+
 async def _json_body(request: Request) -> Any:
-    declared = request.headers.get("content-length", "0")
-    if not declared.isdigit() or int(declared) > _MAX_BODY:
-        raise RequestRefused(413, "MessageTooLarge", "request body is too large")
-    raw = await request.body()
-    if len(raw) > _MAX_BODY:
-        raise RequestRefused(413, "MessageTooLarge", "request body is too large")
+    raw = await _capped_body(request)
     try:
         return json.loads(raw) if raw.strip() else None
     except (ValueError, RecursionError) as exc:
@@ -152,7 +163,7 @@ def build_rest_app(core: HubCore, https_port: Callable[[], int]) -> FastAPI:
         }
         if "iothub-messageid" in request.headers:
             properties["$.mid"] = request.headers["iothub-messageid"]
-        message_id = core.send_c2d(device_id, await request.body(), dict(properties))
+        message_id = core.send_c2d(device_id, await _capped_body(request), dict(properties))
         return {"messageId": message_id}
 
     @app.delete("/devices/{device_id}/commands", dependencies=[service])

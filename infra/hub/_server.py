@@ -26,6 +26,7 @@ from infra.hub._certs import CertificatePaths, ensure_ca, ensure_server_certific
 from infra.hub._config import HubConfig
 from infra.hub._errors import HubConfigError
 from infra.hub._feed import TelemetryFeed
+from infra.hub._files import private_dir, write_private
 from infra.hub._hub import HubCore
 from infra.hub._mqtt_driver import ConnectionTable, MqttConnection
 from infra.hub._rest import build_rest_app
@@ -91,7 +92,7 @@ class HubServer:
 
     async def start(self) -> None:
         config = self.config
-        config.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(config.data_dir)
         ca = ensure_ca(config.certs_dir)
         server_cert = ensure_server_certificate(config.certs_dir, config.hostname)
         self.ca_cert = ca.cert
@@ -153,10 +154,9 @@ class HubServer:
             "partition_count": self.config.partition_count,
             "pid": os.getpid(),
         }
-        path = self.config.data_dir / "hub.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
-        tmp.replace(path)
+        write_private(
+            self.config.data_dir / "hub.json", (json.dumps(info, indent=2) + "\n").encode()
+        )
 
     async def _sweep(self) -> None:
         while True:

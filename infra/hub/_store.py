@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.hub._errors import HubStorageError, RequestRefused
+from infra.hub._files import private_file
 from infra.hub._twin import Twin
 
 __all__ = ["C2DMessage", "DeviceRecord", "HubStore", "check_device_id"]
@@ -77,6 +78,7 @@ class C2DMessage:
 class HubStore:
     def __init__(self, path: Path | str) -> None:
         try:
+            private_file(path)
             self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -94,7 +96,7 @@ class HubStore:
                 row[0]: json.loads(row[1])
                 for row in self._db.execute("SELECT device_id, subscriptions FROM sessions")
             }
-        except (sqlite3.Error, ValueError, TypeError) as exc:
+        except (sqlite3.Error, OSError, ValueError, TypeError) as exc:
             raise HubStorageError(f"cannot open the hub database {path}: {exc}") from exc
 
     def close(self) -> None:

@@ -1,7 +1,14 @@
 """The local blob server: `GET`/`HEAD /blobs/{path}?exp=...&sig=...` over any `BlobStore`.
 
 Standard library `ThreadingHTTPServer` (see docs/decisions/0004-blob-store.md): one thread per
-download, bytes streamed from the store in CHUNK pieces, so memory stays bounded per request.
+connection, bytes streamed from the store in CHUNK pieces, so memory stays bounded per request.
+Hostile or broken clients cannot pin it down:
+- at most `max_connections` connections are served at once; one more is answered `503` with
+  `Retry-After` and closed at once, without a thread;
+- a request head (request line and headers) must arrive within `timeout` seconds of the server
+  starting to wait for it, however slowly its bytes trickle in (a per-read timeout would never
+  end a client that sends one byte a second), and an idle keep-alive connection is closed after
+  the same time; each body chunk written must be taken by the client within `timeout`.
 Answers: 200 or 206 (`Content-Range`) with `Accept-Ranges: bytes`; 400 for a path that is not a
 blob path (this also refuses traversal and folder listings); 403 for a missing, forged, misused or
 expired signature; 404 for a signed path with no blob; 416 with `Content-Range: bytes */size` for
@@ -11,16 +18,20 @@ ignored and the whole blob is sent, as RFC 9110 allows.
 
 from __future__ import annotations
 
+import io
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from service.blobs._errors import (
+    BlobConfigError,
     BlobError,
     BlobNotFound,
     BlobRequestError,
@@ -33,6 +44,12 @@ __all__ = ["ROUTE", "BlobServer", "parse_range"]
 
 ROUTE = "/blobs/"
 _RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
+DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_MAX_CONNECTIONS = 64
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 24\r\nConnection: close\r\n\r\n503 Service Unavailable\n"
+)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -60,8 +77,82 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A socket's read side under one deadline for a whole request head, not one per read."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.deadline: float | None = None  # time.monotonic() value; None: the socket's timeout
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request head did not arrive in time")
+            self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, but never more than `max_connections` of them."""
+
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_port = False  # a second server on the same port must fail, not share it
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], limit: int
+    ) -> None:
+        self._slots = threading.BoundedSemaphore(limit)
+        self._count = threading.Lock()
+        self.active = 0
+        self.peak = 0
+        self.refused = 0
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            with self._count:
+                self.refused += 1
+            try:
+                request.setblocking(False)
+                request.send(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        with self._count:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        with self._count:
+            self.active -= 1
+        self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that vanished mid-request is not the operator's problem
+
+
 class BlobServer:
-    """Serves one store on `host:port` (0 picks a free port); `url` is its `/blobs/` base."""
+    """Serves one store on `host:port` (0 picks a free port); `url` is its `/blobs/` base.
+
+    Raises BlobConfigError when the port cannot be bound (e.g. another process holds it).
+    """
 
     def __init__(
         self,
@@ -69,16 +160,30 @@ class BlobServer:
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Callable[[], float] = time.time,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
+        if timeout <= 0 or max_connections < 1:
+            raise BlobConfigError("the blob server needs timeout > 0 and max_connections >= 1")
         self._key = key
         self._verifier = UrlSigner(key, "http://verifier.invalid/")  # also checks the key length
         self._clock = clock
+        self.timeout = timeout
+        self.max_connections = max_connections
         self._store: BlobStore | None = None
-        self._httpd = ThreadingHTTPServer((host, port), _make_handler(self))
-        self._httpd.daemon_threads = True
+        try:
+            self._httpd = _BoundedServer((host, port), _make_handler(self), max_connections)
+        except OSError as exc:
+            raise BlobConfigError(f"the blob server cannot listen on {host}:{port}: {exc}") from exc
         self._thread: threading.Thread | None = None
         self.port: int = self._httpd.server_address[1]
         self.url = f"http://{host}:{self.port}{ROUTE}"
+
+    @property
+    def connections(self) -> tuple[int, int, int]:
+        """(connections served now, the most served at once, connections refused as busy)."""
+        return self._httpd.active, self._httpd.peak, self._httpd.refused
 
     def signer(self, public_url: str | None = None) -> UrlSigner:
         """A signer for URLs this server accepts; `public_url` when behind a proxy."""
@@ -114,6 +219,23 @@ def _make_handler(server: BlobServer) -> type[BaseHTTPRequestHandler]:
         server_version = "tinyfleet-blobs"
         sys_version = ""
 
+        def setup(self) -> None:
+            super().setup()
+            self._reader = _DeadlineReader(self.connection)
+            self.rfile = io.BufferedReader(self._reader)
+
+        def handle_one_request(self) -> None:
+            # The whole head must arrive by the deadline; an idle keep-alive connection waits
+            # for its next request under the same rule, so it is closed after `timeout` too.
+            self._reader.deadline = time.monotonic() + server.timeout
+            super().handle_one_request()
+
+        def parse_request(self) -> bool:
+            ok = super().parse_request()
+            self._reader.deadline = None
+            self.connection.settimeout(server.timeout)  # each write must be taken by then
+            return ok
+
         def log_message(self, format: str, *args: object) -> None:
             pass  # the service logs; a device's every range request is not worth a line
 
@@ -124,6 +246,7 @@ def _make_handler(server: BlobServer) -> type[BaseHTTPRequestHandler]:
             self._serve(body=False)
 
         def _refuse_method(self) -> None:
+            self.close_connection = True  # its body (if any) is never read
             self._status(HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": "GET, HEAD"})
 
         do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse_method

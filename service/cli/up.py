@@ -7,7 +7,9 @@ again on the same folder brings back the same devices, releases and rollouts.
 
 from __future__ import annotations
 
+import re
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -80,13 +82,29 @@ def up(
         console.print("stopped")
 
 
-def show(described: dict[str, Any], service_available: bool) -> None:
+_KEY = re.compile(r"(SharedAccessKey=)[^;]*", re.IGNORECASE)
+
+
+def hide_key(connection_string: str, where: str) -> str:
+    return _KEY.sub(lambda m: f"{m.group(1)}<hidden: in {where}>", connection_string)
+
+
+def show(
+    described: dict[str, Any], service_available: bool, *, secrets: bool | None = None
+) -> None:
+    """The stack's addresses. Secrets (the admin token in the dashboard link, SharedAccessKeys)
+    are shown only on a terminal (`secrets` None: when stdout is one); captured output gets
+    where they are kept instead."""
+    if secrets is None:
+        secrets = sys.stdout.isatty()
     rows: list[tuple[str, str]] = []
     service = described.get("service") or {}
+    data = Path(str(described.get("data_dir", ".")))
+    hub_json = str(data / "hub" / "hub.json")
     if service:
         api = str(service.get("api_url", ""))
         rows.append(("API", f"{api}/api/v1"))
-        token = service.get("admin_token")
+        token = service.get("admin_token") if secrets else None
         rows.append(("dashboard", f"{api}/?token={token}" if token else f"{api}/"))
         if service.get("admin_token_file"):
             rows.append(("admin token file", str(service["admin_token_file"])))
@@ -99,7 +117,12 @@ def show(described: dict[str, Any], service_available: bool) -> None:
     rows += [
         ("hub MQTT (devices)", described["hub_mqtt"]),
         ("hub HTTPS (service)", described["hub_https"]),
-        ("hub service connection string", described["hub_service_connection_string"]),
+        (
+            "hub service connection string",
+            described["hub_service_connection_string"]
+            if secrets
+            else hide_key(described["hub_service_connection_string"], hub_json),
+        ),
         ("hub CA certificate", described["hub_ca_cert"]),
         ("hub telemetry feed", described["hub_feed"]),
         ("blob store", str(described["blob"])),
@@ -107,8 +130,13 @@ def show(described: dict[str, Any], service_available: bool) -> None:
     if "devices" in described:
         groups = ", ".join(f"{g}: {n}" for g, n in described["devices"].items())
         rows.append(("devices", groups))
+        example = described["device_connection_string_example"]
+        identity = str(data / "fleet" / "DEVICE" / "identity.json")
         rows.append(
-            ("device connection string (e.g.)", described["device_connection_string_example"])
+            (
+                "device connection string (e.g.)",
+                example if secrets else hide_key(example, identity),
+            )
         )
     rows.append(("data", described["data_dir"]))
     emit_table("tinyfleet up", ["what", "where"], rows)

@@ -7,6 +7,11 @@ Audit chain invariants:
   prev_hash)`, so changing, removing or reordering any entry breaks every link after it;
 - seqs are consecutive; a gap is a break at the first missing seq.
 
+The chain alone cannot show that its newest entries were deleted (what is left still links up).
+A `ChainHead` kept outside the database (see `_anchor.py`) closes that gap: a chain is whole
+only when it reaches the anchored head's seq and its entry there has the anchored hash
+(`check_head`).
+
 Token secrets: 256 random bits (`secrets.token_urlsafe(32)`), stored only as their SHA-256. A
 slow KDF (scrypt, argon2) protects low-entropy passwords against guessing; a 256-bit random
 secret cannot be guessed, so a fast hash is enough and lets `verify` find the token by an
@@ -19,12 +24,21 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from service.storage._records import AuditEntry, ChainReport
 
-__all__ = ["GENESIS", "entry_hash", "hash_secret", "new_secret", "verify_entries"]
+__all__ = [
+    "GENESIS",
+    "ChainHead",
+    "check_head",
+    "entry_hash",
+    "hash_secret",
+    "new_secret",
+    "verify_entries",
+]
 
 GENESIS = "0" * 64
 SECRET_PREFIX = "tft_"
@@ -75,6 +89,37 @@ def verify_entries(entries: Iterable[AuditEntry]) -> ChainReport:
         checked += 1
         expected_seq, prev = entry.seq + 1, entry.hash
     return ChainReport(checked)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    """The newest entry a chain is known to have held: its seq and hash."""
+
+    seq: int
+    hash: str
+
+
+def check_head(
+    report: ChainReport, head: ChainHead | None, at_head: AuditEntry | None
+) -> ChainReport:
+    """`report` (of `verify_entries`) also checked against the anchored `head`; `at_head` is the
+    chain's entry at `head.seq`, None when there is none. Without an anchor, `report` as is."""
+    if not report.ok or head is None or head.seq == 0:
+        return report
+    if at_head is None or report.checked < head.seq:
+        return ChainReport(
+            report.checked,
+            report.checked + 1,
+            f"the chain ends at seq {report.checked} but its anchored head is seq {head.seq}: "
+            f"the newest {head.seq - report.checked} entries were deleted",
+        )
+    if at_head.hash != head.hash:
+        return ChainReport(
+            report.checked,
+            head.seq,
+            f"entry {head.seq} does not have the anchored head's hash: the chain was rewritten",
+        )
+    return report
 
 
 def new_secret() -> tuple[str, str]:

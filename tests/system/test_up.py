@@ -88,9 +88,13 @@ def test_up_starts_stops_on_ctrl_c_and_restarts_on_the_same_data(
     for label in ("hub MQTT", "hub service connection string", "blob store", "devices"):
         assert label in first.output, first.output
     assert "canary: 1, main: 2" in first.output
-    assert re.search(r"dashboard\s+│ http://127\.0\.0\.1:\d+/\?token=\S+", first.output)
+    # Captured (not a terminal): no secret in the output, only where each is kept.
+    assert re.search(r"dashboard\s+│ http://127\.0\.0\.1:\d+/ ", first.output)
+    admin_secret = (data / "service" / "admin-token").read_text().strip()
+    assert admin_secret not in first.output and "?token=" not in first.output
 
     hub = json.loads((data / "hub" / "hub.json").read_text())
+    assert hub["service_connection_string"].split("SharedAccessKey=")[1] not in first.output
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", hub["ca_cert"])
     registry = IoTHubRegistryManager.from_connection_string(hub["service_connection_string"])
     devices = sorted(p.parent.name for p in (data / "fleet").glob("*/identity.json"))

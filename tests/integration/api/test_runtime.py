@@ -154,7 +154,9 @@ def test_serve_subprocess(tmp_path: Path) -> None:
         assert url is not None, "".join(lines)
         assert httpx.get(f"{url}/health").json()["status"] == "ok"
         secret = (data / "admin-token").read_text().strip()
-        assert any(secret in line for line in lines)
+        # not a terminal: the secret stays in its 0600 file, and the output says where
+        assert not any(secret in line for line in lines)
+        assert any(str(data / "admin-token") in line for line in lines), "".join(lines)
         answer = httpx.get(f"{url}/tokens", headers={"Authorization": f"Bearer {secret}"})
         assert answer.status_code == 200
         assert [t["role"] for t in answer.json()["items"]] == ["admin"]

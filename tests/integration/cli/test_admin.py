@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
+import stat
+import subprocess
+import sys
+import time
 
 import sqlalchemy as sa
 
@@ -34,10 +41,60 @@ def test_tokens_create_list_revoke(stack: Stack) -> None:
     assert "401" in after.stderr
 
 
-def test_tokens_create_prints_the_secret_once(stack: Stack) -> None:
-    result = stack.run("tokens", "create", "viewer-1", "--role", "viewer")
-    assert result.exit_code == 0, result.output
-    assert "shown once" in result.stdout
+def test_tokens_create_shows_the_secret_only_on_a_terminal(stack: Stack) -> None:
+    names = {t["name"] for t in json.loads(stack.run("tokens", "list", "--json").stdout)}
+    captured = stack.run("tokens", "create", "viewer-1", "--role", "viewer")
+    assert captured.exit_code == 2, captured.output  # refused before a token is made
+    assert "--secret-file" in captured.stderr
+    after = {t["name"] for t in json.loads(stack.run("tokens", "list", "--json").stdout)}
+    assert after == names
+
+    path = stack.home / "viewer.secret"
+    filed = stack.run(
+        "tokens", "create", "viewer-1", "--role", "viewer", "--secret-file", str(path)
+    )
+    assert filed.exit_code == 0, filed.output
+    secret = path.read_text().strip()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and secret not in filed.output
+    assert stack.run("groups", "list", token=secret).exit_code == 0
+    again = stack.run("tokens", "create", "v2", "--role", "viewer", "--secret-file", str(path))
+    assert again.exit_code == 2 and "new file" in again.stderr  # never overwrites a secret
+
+    primary, secondary = pty.openpty()
+    argv = ["tokens", "create", "viewer-2", "--role", "viewer", "--server", stack.url]
+    env = {k: v for k, v in {**os.environ, **stack.env()}.items() if v is not None}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from service.cli.main import main; main()",
+            *argv,
+            "--token",
+            stack.admin,
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=secondary,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    os.close(secondary)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not select.select([primary], [], [], 0.1)[0]:
+                continue
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:
+                break  # the terminal closed: the command is done
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        assert process.wait(timeout=60) == 0, seen
+        os.close(primary)
+    assert b"shown once" in seen and b"tft_" in seen
 
 
 def test_role_too_low_is_exit_4_with_the_servers_detail(stack: Stack) -> None:
