@@ -7,6 +7,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from service.storage._errors import AlreadyExistsError, ConflictError, NotFoundError
 from service.storage._port import check_limit
@@ -52,6 +54,43 @@ def window_of_devices(after: str | None, size: int) -> sa.Subquery:
     return window.order_by(devices.c.id).limit(size).subquery("window")
 
 
+class _HasKey(sa.sql.functions.FunctionElement[bool]):
+    """A JSON object column holds a key: `_HasKey(column, key, json_path)`, compiled to `?` on
+    PostgreSQL and to `json_type` on SQLite (both the key and its path are clauses, so that the
+    statement cache tells keys apart)."""
+
+    inherit_cache = True
+    type = sa.Boolean()
+    name = "has_key"
+
+
+@compiles(_HasKey)
+def _has_key_sqlite(element: _HasKey, compiler: SQLCompiler, **kw: Any) -> str:
+    column, _, path = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"(json_type({column}, {path}) IS NOT NULL)"
+
+
+@compiles(_HasKey, "postgresql")
+def _has_key_postgresql(element: _HasKey, compiler: SQLCompiler, **kw: Any) -> str:
+    column, key, _ = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"({column} ? {key})"
+
+
+def _reported_absent_or(column: Any, key: str, value: str) -> sa.ColumnElement[bool]:
+    """`reported[key]` is absent or equals `value`: a device-reported fact narrows a filter on
+    the operator's column, never widens it.
+
+    The key test adds no result (an absent key also reads as NULL), but it gives PostgreSQL's
+    planner a selectivity near 1 for the usual case (most devices do not report the key): with
+    only `->> IS NULL OR ->> =`, which it estimates at 1% for want of statistics on the
+    expression, a filtered keyset page of a million devices was planned as a parallel scan and
+    its p99 went from 36 ms to 166 ms (tests/bench/engine).
+    """
+    reported = column[key].as_string()
+    has_key = _HasKey(column, sa.literal(key), sa.literal(f'$."{key}"'))
+    return sa.or_(sa.not_(has_key), reported.is_(None), reported == value)
+
+
 def device_conditions(where: DeviceFilter, c: Any = devices.c) -> list[sa.ColumnElement[bool]]:
     """The filter as SQL conditions on `c`: the devices table's columns, or a subquery's."""
     found: list[sa.ColumnElement[bool]] = []
@@ -60,9 +99,8 @@ def device_conditions(where: DeviceFilter, c: Any = devices.c) -> list[sa.Column
     for name, key in REPORTED_FIELDS.items():
         wanted = getattr(where, name)
         if wanted is not None:
-            reported = c.reported[key].as_string()
             found.append(getattr(c, name) == wanted)
-            found.append(sa.or_(reported.is_(None), reported == wanted))
+            found.append(_reported_absent_or(c.reported, key, wanted))
     for key, value in where.tags.items():
         found.append(c.tags[key].as_string() == value)
     if where.last_seen_after is not None:
