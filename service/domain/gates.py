@@ -5,13 +5,19 @@ with the rollup of the same group's devices still on the old one (same time wind
 `GateVerdict`: PASS, FAIL (with the policy's action and, per metric, the effect, the limit, the
 test statistic and the p-value) or WAIT (what evidence is missing).
 
-Metrics, each judged one-sided ("is the canary worse?") except the label shift:
+Metrics, each judged one-sided ("is the canary worse?") except the label shift; which side is
+worse is the metric's `Direction` (`DEFAULT_DIRECTIONS` unless the caller passes the model's:
+an anomaly model's score is an error, so lower is better, see `service.domain.directions`):
 - latency-p95: relative p95 increase; Mann-Whitney U on the latency histograms (canary greater);
 - confidence-mean: absolute drop of the mean score; Mann-Whitney U on the score histograms (less);
 - anomaly-rate: absolute increase; two-proportion z-test over rows that report the flag;
 - label-shift: population stability index; Pearson chi-square test of homogeneity;
 - error-rate, revert-rate, crash-rate: absolute increase of the share of devices that reported
-  one; two-proportion z-test over devices.
+  one; Fisher's exact test over devices (exact however few they are).
+
+`evaluate_gate` treats the rows as independent and holds alpha for one look: it is the pooled,
+single-look fallback. `service.domain.device_gates.evaluate_devices` judges per-device rollups
+with device-level, always-valid tests and gives a verdict of the same shape.
 
 Invariants:
 - Pure: no I/O, no clock; the same policy and rollups always give the same verdict.
@@ -42,11 +48,13 @@ from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from typing import Any
 
+from service.domain.directions import Direction
 from service.domain.errors import DomainError
 from service.domain.rollups import CohortRollup
 from service.domain.stats import (
     Alternative,
     chi_square_homogeneity,
+    fisher_exact,
     holm_adjust,
     mann_whitney_binned,
     population_stability_index,
@@ -54,6 +62,8 @@ from service.domain.stats import (
 )
 
 __all__ = [
+    "DEFAULT_DIRECTIONS",
+    "Direction",
     "FailAction",
     "GateError",
     "GatePolicy",
@@ -115,6 +125,32 @@ _LIMITS: dict[str, tuple[Metric, float, float]] = {
     "max_crash_rate_increase": (Metric.CRASH_RATE, 0.0, 1.0),
 }
 _DEVICE_METRICS = (Metric.ERROR_RATE, Metric.REVERT_RATE, Metric.CRASH_RATE)
+DEVICE_METRICS = _DEVICE_METRICS
+
+# Which side of each directional metric is better; the label shift has no side.
+DEFAULT_DIRECTIONS: Mapping[Metric, Direction] = {
+    Metric.LATENCY_P95: Direction.LOWER_IS_BETTER,
+    Metric.CONFIDENCE_MEAN: Direction.HIGHER_IS_BETTER,
+    Metric.ANOMALY_RATE: Direction.LOWER_IS_BETTER,
+    Metric.ERROR_RATE: Direction.LOWER_IS_BETTER,
+    Metric.REVERT_RATE: Direction.LOWER_IS_BETTER,
+    Metric.CRASH_RATE: Direction.LOWER_IS_BETTER,
+}
+
+
+def resolve_directions(directions: Mapping[Metric, Direction] | None) -> dict[Metric, Direction]:
+    """`DEFAULT_DIRECTIONS` overridden by the caller's; a metric without a side is refused."""
+    resolved = dict(DEFAULT_DIRECTIONS)
+    for metric, direction in (directions or {}).items():
+        if metric not in DEFAULT_DIRECTIONS or not isinstance(direction, Direction):
+            raise GateError(f"{metric!r} cannot be given the direction {direction!r}")
+        resolved[metric] = direction
+    return resolved
+
+
+def worse_side(direction: Direction) -> Alternative:
+    """The alternative that means "the canary is worse" for a metric with this direction."""
+    return Alternative.GREATER if direction is Direction.LOWER_IS_BETTER else Alternative.LESS
 
 
 @dataclass(frozen=True)
@@ -247,7 +283,9 @@ class GateVerdict:
 
 
 @dataclass(frozen=True)
-class _Measure:
+class Measure:
+    """One metric's numbers before Holm: what `build_verdict` judges."""
+
     test: str
     canary: float
     control: float
@@ -257,48 +295,66 @@ class _Measure:
     applicable: bool = True
 
 
-def _latency(canary: CohortRollup, control: CohortRollup) -> _Measure:
+def _latency(canary: CohortRollup, control: CohortRollup, direction: Direction) -> Measure:
     p95_canary, p95_control = canary.latency_quantile_us(0.95), control.latency_quantile_us(0.95)
-    test = mann_whitney_binned(canary.latency_counts, control.latency_counts, Alternative.GREATER)
-    effect = p95_canary / max(p95_control, 1.0) - 1.0
-    return _Measure("mann-whitney-u", p95_canary, p95_control, effect, test.z, test.p_value)
+    side = worse_side(direction)
+    test = mann_whitney_binned(canary.latency_counts, control.latency_counts, side)
+    return Measure(
+        "mann-whitney-u",
+        p95_canary,
+        p95_control,
+        relative_worsening(p95_canary, p95_control, direction),
+        test.z,
+        test.p_value,
+    )
 
 
-def _confidence(canary: CohortRollup, control: CohortRollup) -> _Measure:
-    test = mann_whitney_binned(canary.score_counts, control.score_counts, Alternative.LESS)
-    effect = control.score_mean - canary.score_mean
-    return _Measure(
+def relative_worsening(canary: float, control: float, direction: Direction) -> float:
+    """How much worse the canary's value is, relative to the better of the two (0 if better)."""
+    if direction is Direction.LOWER_IS_BETTER:
+        return canary / max(control, 1.0) - 1.0
+    return control / max(canary, 1.0) - 1.0
+
+
+def worsening(canary: float, control: float, direction: Direction) -> float:
+    """How much worse the canary's value is, in the value's units (negative if better)."""
+    return canary - control if direction is Direction.LOWER_IS_BETTER else control - canary
+
+
+def _confidence(canary: CohortRollup, control: CohortRollup, direction: Direction) -> Measure:
+    test = mann_whitney_binned(canary.score_counts, control.score_counts, worse_side(direction))
+    effect = worsening(canary.score_mean, control.score_mean, direction)
+    return Measure(
         "mann-whitney-u", canary.score_mean, control.score_mean, effect, test.z, test.p_value
     )
 
 
-def _anomaly(canary: CohortRollup, control: CohortRollup) -> _Measure:
+def _anomaly(canary: CohortRollup, control: CohortRollup, direction: Direction) -> Measure:
     test = two_proportion_z(
         canary.anomalies,
         canary.anomaly_reported,
         control.anomalies,
         control.anomaly_reported,
-        Alternative.GREATER,
+        worse_side(direction),
     )
-    applicable = canary.anomaly_reported > 0 and control.anomaly_reported > 0
-    return _Measure(
+    return Measure(
         "two-proportion-z",
         test.rate_1,
         test.rate_2,
-        test.rate_1 - test.rate_2,
+        worsening(test.rate_1, test.rate_2, direction),
         test.z,
         test.p_value,
-        applicable,
+        canary.anomaly_reported > 0 and control.anomaly_reported > 0,
     )
 
 
-def _labels(canary: CohortRollup, control: CohortRollup) -> _Measure:
+def label_measure(canary: CohortRollup, control: CohortRollup, direction: Direction) -> Measure:
     counts_canary, counts_control = canary.label_counts, control.label_counts
     test = chi_square_homogeneity(counts_canary, counts_control)
     psi = population_stability_index(counts_canary, counts_control)
     applicable = bool(counts_canary) and bool(counts_control)
     # PSI is symmetric and has no per-cohort value; report the labels each cohort produced.
-    return _Measure(
+    return Measure(
         "chi-square",
         float(len(counts_canary)),
         float(len(counts_control)),
@@ -309,33 +365,48 @@ def _labels(canary: CohortRollup, control: CohortRollup) -> _Measure:
     )
 
 
-def _device_rate(attribute: str) -> Callable[[CohortRollup, CohortRollup], _Measure]:
-    def measure(canary: CohortRollup, control: CohortRollup) -> _Measure:
-        test = two_proportion_z(
-            len(getattr(canary, attribute)),
-            len(canary.devices),
-            len(getattr(control, attribute)),
-            len(control.devices),
-            Alternative.GREATER,
+DEVICE_SETS: Mapping[Metric, str] = {
+    Metric.ERROR_RATE: "devices_with_error",
+    Metric.REVERT_RATE: "devices_reverted",
+    Metric.CRASH_RATE: "devices_crashed",
+}
+
+
+def device_counts(metric: Metric, cohort: CohortRollup) -> tuple[int, int]:
+    """(devices that reported the metric's event, devices seen) of a cohort."""
+    flagged = getattr(cohort, DEVICE_SETS[metric])
+    return len(flagged), len(cohort.devices | flagged)
+
+
+def _device_rate(metric: Metric) -> Callable[[CohortRollup, CohortRollup, Direction], Measure]:
+    def measure(canary: CohortRollup, control: CohortRollup, direction: Direction) -> Measure:
+        (a, n_1), (b, n_2) = device_counts(metric, canary), device_counts(metric, control)
+        test = fisher_exact(a, n_1, b, n_2, worse_side(direction))
+        effect = worsening(test.rate_1, test.rate_2, direction)
+        return Measure(
+            "fisher-exact", test.rate_1, test.rate_2, effect, test.odds_ratio, test.p_value
         )
-        effect = test.rate_1 - test.rate_2
-        return _Measure("two-proportion-z", test.rate_1, test.rate_2, effect, test.z, test.p_value)
 
     return measure
 
 
-_MEASURES: dict[Metric, Callable[[CohortRollup, CohortRollup], _Measure]] = {
+_MEASURES: dict[Metric, Callable[[CohortRollup, CohortRollup, Direction], Measure]] = {
     Metric.LATENCY_P95: _latency,
     Metric.CONFIDENCE_MEAN: _confidence,
     Metric.ANOMALY_RATE: _anomaly,
-    Metric.LABEL_SHIFT: _labels,
-    Metric.ERROR_RATE: _device_rate("devices_with_error"),
-    Metric.REVERT_RATE: _device_rate("devices_reverted"),
-    Metric.CRASH_RATE: _device_rate("devices_crashed"),
+    Metric.LABEL_SHIFT: label_measure,
+    **{metric: _device_rate(metric) for metric in _DEVICE_METRICS},
 }
 
 
-def _shortfalls(policy: GatePolicy, canary: CohortRollup, control: CohortRollup) -> dict[str, str]:
+def pooled_measure(
+    metric: Metric, canary: CohortRollup, control: CohortRollup, direction: Direction
+) -> Measure:
+    """`evaluate_gate`'s numbers for one metric of two pooled cohorts."""
+    return _MEASURES[metric](canary, control, direction)
+
+
+def shortfalls(policy: GatePolicy, canary: CohortRollup, control: CohortRollup) -> dict[str, str]:
     """'inferences' / 'devices' -> what is missing, for each kind of sample that is short."""
     short: dict[str, list[str]] = {"inferences": [], "devices": []}
     for name, cohort in (("canary", canary), ("control", control)):
@@ -350,10 +421,33 @@ def _shortfalls(policy: GatePolicy, canary: CohortRollup, control: CohortRollup)
     return {kind: "; ".join(lines) for kind, lines in short.items() if lines}
 
 
-def evaluate_gate(policy: GatePolicy, canary: CohortRollup, control: CohortRollup) -> GateVerdict:
+def evaluate_gate(
+    policy: GatePolicy,
+    canary: CohortRollup,
+    control: CohortRollup,
+    *,
+    directions: Mapping[Metric, Direction] | None = None,
+) -> GateVerdict:
+    """The pooled, single-look gate: rows as independent samples (see the module docstring)."""
+    sides = resolve_directions(directions)
+    measures = {
+        metric: pooled_measure(metric, canary, control, sides.get(metric, Direction.LOWER_IS_BETTER))
+        for metric in policy.limits()
+    }
+    return build_verdict(policy, measures, canary, control, "Holm")
+
+
+def build_verdict(
+    policy: GatePolicy,
+    measures: Mapping[Metric, Measure],
+    canary: CohortRollup,
+    control: CohortRollup,
+    adjustment: str,
+) -> GateVerdict:
+    """Holm over the applicable metrics, each judged against its limit; `canary` and `control`
+    are the pooled cohorts (for the sample minimums and the verdict's totals)."""
     limits = policy.limits()
-    short = _shortfalls(policy, canary, control)
-    measures = {metric: _MEASURES[metric](canary, control) for metric in limits}
+    short = shortfalls(policy, canary, control)
     waiting: dict[Metric, str] = {}
     for metric in limits:
         needs = ("devices",) if metric in _DEVICE_METRICS else ("inferences", "devices")
@@ -369,7 +463,8 @@ def evaluate_gate(policy: GatePolicy, canary: CohortRollup, control: CohortRollu
     results: list[MetricResult] = []
     for metric, limit in limits.items():
         measure = measures[metric]
-        status, detail = _judge(metric, measure, limit, adjusted.get(metric, 1.0), policy, waiting)
+        p_adjusted = adjusted.get(metric, 1.0)
+        status, detail = _judge(metric, measure, limit, p_adjusted, policy, waiting, adjustment)
         results.append(
             MetricResult(
                 metric,
@@ -381,7 +476,7 @@ def evaluate_gate(policy: GatePolicy, canary: CohortRollup, control: CohortRollu
                 limit,
                 _finite(measure.statistic),
                 measure.p_value,
-                adjusted.get(metric, 1.0),
+                p_adjusted,
                 detail,
             )
         )
@@ -405,17 +500,18 @@ def evaluate_gate(policy: GatePolicy, canary: CohortRollup, control: CohortRollu
 
 def _judge(
     metric: Metric,
-    measure: _Measure,
+    measure: Measure,
     limit: float,
     p_adjusted: float,
     policy: GatePolicy,
     waiting: Mapping[Metric, str],
+    adjustment: str,
 ) -> tuple[MetricStatus, str]:
     if not measure.applicable:
         return MetricStatus.NOT_APPLICABLE, "a cohort reported no values for this metric"
     if metric in waiting:
         return MetricStatus.WAIT, f"too few samples ({waiting[metric]})"
-    numbers = f"effect {measure.effect:.4g} against limit {limit:.4g}, p {p_adjusted:.3g} (Holm)"
+    numbers = f"effect {measure.effect:.4g} against limit {limit:.4g}, p {p_adjusted:.3g} ({adjustment})"
     beyond = measure.effect > limit
     significant = p_adjusted <= policy.alpha
     if beyond and significant:

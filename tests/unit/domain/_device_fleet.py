@@ -24,11 +24,11 @@ Cohort = dict[str, CohortRollup]
 class FleetModel:
     latency_median_us: float = 4000.0
     latency_sigma: float = 0.30  # within a device, lognormal shape
-    device_latency_sd: float = 0.15  # between devices, on the log scale
+    device_latency_sd: float = 0.10  # between devices, on the log scale
     score_a: float = 8.0  # beta(a, b) scores, mean 0.8
     score_b: float = 2.0
     score_shift: float = 0.0  # added to every score (then clipped to [0, 1])
-    device_score_sd: float = 0.06  # between devices, added to their scores
+    device_score_sd: float = 0.03  # between devices, added to their scores
     anomaly_rate: float = 0.03
     device_anomaly_sd: float = 0.8  # between devices, on the logit scale
     error_hazard: float = 0.003  # per device and look
