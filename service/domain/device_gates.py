@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -83,6 +83,15 @@ _LOG_LATENCY_MID: NDArray[np.float64] = np.log(
 Cohort = Mapping[str, CohortRollup]
 
 
+@dataclass(frozen=True)
+class _Side:
+    devices: Cohort
+    pooled: CohortRollup
+
+
+_DeviceTest = Callable[[Measure, _Side, _Side, Direction, float], Measure]
+
+
 def directions_for_model(metadata: Mapping[str, Any]) -> dict[Metric, Direction]:
     """The directions to pass for the model that `metadata` describes (its score's side)."""
     return {Metric.CONFIDENCE_MEAN: score_direction(metadata)}
@@ -102,13 +111,13 @@ def evaluate_devices(
     if both:
         raise GateError(f"devices in both cohorts: {both[:5]}")
     sides = resolve_directions(directions)
-    pooled_canary, pooled_control = _pooled(canary), _pooled(control)
+    new, old = _Side(canary, _pooled(canary)), _Side(control, _pooled(control))
     measures: dict[Metric, Measure] = {}
     for metric, limit in policy.limits().items():
         direction = sides.get(metric, Direction.LOWER_IS_BETTER)
-        pooled = pooled_measure(metric, pooled_canary, pooled_control, direction)
-        measures[metric] = _DEVICE_TESTS[metric](pooled, canary, control, direction, limit)
-    return build_verdict(policy, measures, pooled_canary, pooled_control, "Holm, anytime")
+        pooled = pooled_measure(metric, new.pooled, old.pooled, direction)
+        measures[metric] = _DEVICE_TESTS[metric](pooled, new, old, direction, limit)
+    return build_verdict(policy, measures, new.pooled, old.pooled, "Holm, anytime")
 
 
 def _check(cohort: Cohort, name: str) -> None:
@@ -167,22 +176,21 @@ def _t_test(
 
 def _value_test(
     value: Callable[[CohortRollup], float | None], margin: Callable[[float], float]
-) -> Callable[[Measure, Cohort, Cohort, Direction, float], Measure]:
+) -> _DeviceTest:
     def test(
-        pooled: Measure, canary: Cohort, control: Cohort, direction: Direction, limit: float
+        pooled: Measure, canary: _Side, control: _Side, direction: Direction, limit: float
     ) -> Measure:
-        t, p = _t_test(
-            _device_values(canary, value), _device_values(control, value), direction, margin(limit)
-        )
+        values = _device_values(canary.devices, value), _device_values(control.devices, value)
+        t, p = _t_test(*values, direction, margin(limit))
         return replace(pooled, test="device-t-mixture", statistic=t, p_value=p)
 
     return test
 
 
 def _labels(
-    pooled: Measure, canary: Cohort, control: Cohort, direction: Direction, limit: float
+    pooled: Measure, canary: _Side, control: _Side, direction: Direction, limit: float
 ) -> Measure:
-    shares_1, shares_2 = _label_shares(canary), _label_shares(control)
+    shares_1, shares_2 = _label_shares(canary.devices), _label_shares(control.devices)
     labels = sorted(set(shares_1) | set(shares_2))
     n_1, n_2 = sum(shares_1.values()), sum(shares_2.values())
     if len(labels) < 2 or n_1 == 0 or n_2 == 0:
@@ -211,11 +219,14 @@ def _label_shares(cohort: Cohort) -> dict[str, float]:
     return shares
 
 
-def _device_rate(metric: Metric) -> Callable[[Measure, Cohort, Cohort, Direction, float], Measure]:
+def _device_rate(metric: Metric) -> _DeviceTest:
     def test(
-        pooled: Measure, canary: Cohort, control: Cohort, direction: Direction, limit: float
+        pooled: Measure, canary: _Side, control: _Side, direction: Direction, limit: float
     ) -> Measure:
-        (a, n_1), (b, n_2) = (device_counts(metric, _pooled(c)) for c in (canary, control))
+        (a, n_1), (b, n_2) = (
+            device_counts(metric, canary.pooled),
+            device_counts(metric, control.pooled),
+        )
         if direction is Direction.LOWER_IS_BETTER:
             e = hypergeometric_mixture_e(a, n_1, b, n_2)
         else:
@@ -225,7 +236,7 @@ def _device_rate(metric: Metric) -> Callable[[Measure, Cohort, Cohort, Direction
     return test
 
 
-_DEVICE_TESTS: dict[Metric, Callable[[Measure, Cohort, Cohort, Direction, float], Measure]] = {
+_DEVICE_TESTS: dict[Metric, _DeviceTest] = {
     Metric.LATENCY_P95: _value_test(_log_latency, math.log1p),
     Metric.CONFIDENCE_MEAN: _value_test(_score, lambda limit: limit),
     Metric.ANOMALY_RATE: _value_test(_anomaly, lambda limit: limit),

@@ -50,7 +50,9 @@ def score_direction(metadata: Mapping[str, Any]) -> Direction:
         try:
             return Direction(explicit)
         except ValueError as exc:
-            raise ValueError(f"scoreDirection {explicit!r} is not one of {list(Direction)}") from exc
+            raise ValueError(
+                f"scoreDirection {explicit!r} is not one of {list(Direction)}"
+            ) from exc
     task = metadata.get("task")
     if task is not None:
         if task not in _TASKS:

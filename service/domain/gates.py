@@ -431,7 +431,9 @@ def evaluate_gate(
     """The pooled, single-look gate: rows as independent samples (see the module docstring)."""
     sides = resolve_directions(directions)
     measures = {
-        metric: pooled_measure(metric, canary, control, sides.get(metric, Direction.LOWER_IS_BETTER))
+        metric: pooled_measure(
+            metric, canary, control, sides.get(metric, Direction.LOWER_IS_BETTER)
+        )
         for metric in policy.limits()
     }
     return build_verdict(policy, measures, canary, control, "Holm")
@@ -511,7 +513,9 @@ def _judge(
         return MetricStatus.NOT_APPLICABLE, "a cohort reported no values for this metric"
     if metric in waiting:
         return MetricStatus.WAIT, f"too few samples ({waiting[metric]})"
-    numbers = f"effect {measure.effect:.4g} against limit {limit:.4g}, p {p_adjusted:.3g} ({adjustment})"
+    numbers = (
+        f"effect {measure.effect:.4g} against limit {limit:.4g}, p {p_adjusted:.3g} ({adjustment})"
+    )
     beyond = measure.effect > limit
     significant = p_adjusted <= policy.alpha
     if beyond and significant:

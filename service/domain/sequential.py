@@ -1,4 +1,5 @@
-"""Always-valid evidence for gates that are looked at again and again: e-values from cumulative data.
+"""Always-valid evidence for gates that are looked at again and again: e-values from cumulative
+data.
 
 A gate is evaluated on every engine tick over the data gathered so far, and acts on the first
 FAIL. A test at level alpha per look then fails an equal model far more often than alpha over a
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import math
 
-from service.domain.stats import hypergeometric_log_pmf
+from service.domain.stats import check_proportions, hypergeometric_log_pmf
 
 __all__ = [
     "E_CAP",
@@ -97,21 +98,22 @@ def chi2_mixture_e(statistic: float, dof: int, n_eff: float, prior_var: float) -
     return _capped_exp(-0.5 * dof * math.log1p(ng) + max(statistic, 0.0) * ng / (2.0 * (1.0 + ng)))
 
 
-def hypergeometric_mixture_e(successes_1: int, trials_1: int, successes_2: int, trials_2: int) -> float:
+def hypergeometric_mixture_e(
+    successes_1: int, trials_1: int, successes_2: int, trials_2: int
+) -> float:
     """One-sided (group 1's rate higher) conditional mixture likelihood ratio of a 2 x 2 table.
 
     E = mean over psi in the grid of P_psi(X = x | margins) / P_1(X = x | margins), with X
     Fisher's noncentral hypergeometric count of successes in group 1.
     """
-    for successes, trials in ((successes_1, trials_1), (successes_2, trials_2)):
-        if trials < 0 or not 0 <= successes <= trials:
-            raise ValueError(f"{successes} successes out of {trials} trials is not a proportion")
+    check_proportions(((successes_1, trials_1), (successes_2, trials_2)))
     total = successes_1 + successes_2
     low, high = max(0, total - trials_2), min(trials_1, total)
     if trials_1 == 0 or trials_2 == 0 or low == high:
         return 1.0  # the margins fix the table: no evidence either way
-    log_central = [hypergeometric_log_pmf(x, trials_1, trials_2, total) for x in range(low, high + 1)]
-    at = successes_1 - low
+    log_central = [
+        hypergeometric_log_pmf(x, trials_1, trials_2, total) for x in range(low, high + 1)
+    ]
     ratios = []
     for log_psi in _LOG_ODDS_GRID:
         # ln P_psi(x) - ln P_1(x) = x ln psi - ln E_1[psi^X]

@@ -34,12 +34,13 @@ __all__ = [
     "FisherExact",
     "MannWhitney",
     "TwoProportion",
+    "check_proportions",
     "chi2_sf",
     "chi_square_homogeneity",
     "fisher_exact",
-    "hypergeometric_log_pmf",
     "histogram_quantile",
     "holm_adjust",
+    "hypergeometric_log_pmf",
     "mann_whitney_binned",
     "normal_sf",
     "population_stability_index",
@@ -162,7 +163,7 @@ def two_proportion_z(
     A normal approximation: with a handful of trials it is anti-conservative, so the gates use
     `fisher_exact` for rates over devices.
     """
-    _check_proportions(((successes_1, trials_1), (successes_2, trials_2)))
+    check_proportions(((successes_1, trials_1), (successes_2, trials_2)))
     rate_1 = successes_1 / trials_1 if trials_1 else 0.0
     rate_2 = successes_2 / trials_2 if trials_2 else 0.0
     if trials_1 == 0 or trials_2 == 0:
@@ -175,7 +176,8 @@ def two_proportion_z(
     return TwoProportion(rate_1, rate_2, z, _p_from_z(z, alternative))
 
 
-def _check_proportions(pairs: Sequence[tuple[int, int]]) -> None:
+def check_proportions(pairs: Sequence[tuple[int, int]]) -> None:
+    """Raise `ValueError` unless every (successes, trials) pair is a proportion."""
     for successes, trials in pairs:
         if trials < 0 or not 0 <= successes <= trials:
             raise ValueError(f"{successes} successes out of {trials} trials is not a proportion")
@@ -209,7 +211,7 @@ def fisher_exact(
     law. Two-sided sums every table no more likely than the observed one (with scipy's relative
     tolerance of 1e-7 for ties).
     """
-    _check_proportions(((successes_1, trials_1), (successes_2, trials_2)))
+    check_proportions(((successes_1, trials_1), (successes_2, trials_2)))
     rate_1 = successes_1 / trials_1 if trials_1 else 0.0
     rate_2 = successes_2 / trials_2 if trials_2 else 0.0
     fails_1, fails_2 = trials_1 - successes_1, trials_2 - successes_2

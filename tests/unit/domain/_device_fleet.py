@@ -1,4 +1,5 @@
-"""A clustered, sparse fleet over repeated looks: per-device rollups as the gate's caller builds them.
+"""A clustered, sparse fleet over repeated looks: per-device rollups, as the gate's caller
+builds them.
 
 Every device has its own random effects (latency level, score level, anomaly propensity), reports
 at a look only with some probability and then only a few rows, and may report an error or a crash
@@ -54,9 +55,7 @@ class _Device:
     rollup: CohortRollup
 
 
-def _devices(
-    rng: np.random.Generator, model: FleetModel, count: int, prefix: str
-) -> list[_Device]:
+def _devices(rng: np.random.Generator, model: FleetModel, count: int, prefix: str) -> list[_Device]:
     devices = []
     for i in range(count):
         logit = np.log(model.anomaly_rate / (1 - model.anomaly_rate))
@@ -87,7 +86,11 @@ def _report(rng: np.random.Generator, model: FleetModel, device: _Device) -> Coh
                 [device.name], latency, scores, anomaly=rng.random(rows) < device.anomaly_rate
             )
         )
-    events = [e for e, h in ((REJECT, model.error_hazard), (CRASH, model.crash_hazard)) if rng.random() < h]
+    events = [
+        e
+        for e, h in ((REJECT, model.error_hazard), (CRASH, model.crash_hazard))
+        if rng.random() < h
+    ]
     if events:
         parts.append(CohortRollup.from_records(device.name, events=events))
     rollup = device.rollup

@@ -36,7 +36,9 @@ TABLES = [(2, 3, 0, 15), (3, 10, 1, 12), (0, 5, 4, 9), (7, 40, 2, 45), (1, 1, 0,
 
 @pytest.mark.parametrize("side", ["greater", "less", "two-sided"])
 @pytest.mark.parametrize("table", TABLES, ids=[str(t) for t in TABLES])
-def test_fisher_exact_equals_the_enumerated_tail(table: tuple[int, int, int, int], side: str) -> None:
+def test_fisher_exact_equals_the_enumerated_tail(
+    table: tuple[int, int, int, int], side: str
+) -> None:
     result = fisher_exact(*table, Alternative(side))
     expected = 1.0 if table[1] == 0 else _fisher_by_enumeration(*table, side)
     assert result.p_value == pytest.approx(expected, rel=1e-9)
@@ -81,7 +83,9 @@ def test_the_hypergeometric_mixture_is_an_exact_e_value_given_the_margins() -> N
     """E_1[E] = 1 over the central hypergeometric law of every table with these margins."""
     for n1, n2, total in ((3, 15, 2), (10, 12, 5), (30, 30, 11)):
         mean = sum(
-            math.comb(n1, x) * math.comb(n2, total - x) / math.comb(n1 + n2, total)
+            math.comb(n1, x)
+            * math.comb(n2, total - x)
+            / math.comb(n1 + n2, total)
             * hypergeometric_mixture_e(x, n1, total - x, n2)
             for x in range(max(0, total - n2), min(n1, total) + 1)
         )
