@@ -50,18 +50,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from service.domain.directions import Direction, score_direction
-from service.domain.gates import (
+from service.domain.gate_model import (
     DEVICE_METRICS,
     GateError,
     GatePolicy,
     GateVerdict,
-    Measure,
     Metric,
-    build_verdict,
-    device_counts,
-    pooled_measure,
     resolve_directions,
 )
+from service.domain.gates import Measure, build_verdict, device_counts, pooled_measure
 from service.domain.rollups import LATENCY_EDGES_US, CohortRollup, merge_all
 from service.domain.sequential import (
     anytime_p,

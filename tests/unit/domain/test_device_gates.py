@@ -23,7 +23,7 @@ from service.domain.gates import (
     Outcome,
     evaluate_gate,
 )
-from service.domain.rollups import CohortRollup, merge_all
+from service.domain.rollups import CohortRollup, RollupError, merge_all, merge_by_device
 from tests.unit.domain._device_fleet import BASELINE, Cohort, FleetModel, run
 
 PREBUILT = Path(__file__).parents[3] / "firmware" / "models" / "prebuilt"
@@ -238,3 +238,15 @@ def test_bad_maps_are_refused(
 ) -> None:
     with pytest.raises(GateError, match=message):
         evaluate_devices(POLICY, canary, control, directions=directions)  # type: ignore[arg-type]
+
+
+def test_rollups_merge_by_device_into_the_gates_input() -> None:
+    crash = EventRecord(1, "crash", "m4-0", "r2", 0, "hard fault")
+    a_rows = CohortRollup.from_columns(["a"], [1000, 2000], [0.5, 0.6])
+    a_more = CohortRollup.from_columns(["a"], [3000], [0.7])
+    b_crash = CohortRollup.from_records("b", events=[crash])
+    merged = merge_by_device([a_rows, b_crash, a_more, CohortRollup.empty()])
+    assert list(merged) == ["a", "b"] and merged["a"] == a_rows.merge(a_more)
+    assert merged["b"].devices_crashed == {"b"}
+    with pytest.raises(RollupError, match="cannot be split"):
+        merge_by_device([a_rows.merge(b_crash)])
