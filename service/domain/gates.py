@@ -30,12 +30,16 @@ Invariants:
 - Any FAIL makes the verdict FAIL; otherwise any WAIT makes it WAIT. A FAIL verdict carries
   the policy's action; PASS and WAIT carry none.
 - `GatePolicy` refuses values outside its hard limits when built; a verdict round-trips through
-  `to_dict`/`from_dict` with finite numbers only (JSON without NaN).
+  `to_dict`/`from_dict` with finite numbers only (JSON without NaN). The policy, the verdict and
+  the metric names live in `service.domain.gate_model` and are re-exported here.
+- `build_verdict` is the one place that applies Holm, the limits and the sample minimums; both
+  entry points judge through it, so their verdicts mean the same thing.
 
 Exceptions (under the domain's root, `service.domain.errors.DomainError`; both are also
 ValueErrors, since both mean bad input):
     DomainError
-     ├── GateError              a stored verdict or policy document that cannot be read (gates)
+     ├── GateError              a stored verdict or policy document that cannot be read, or
+     │                              per-device maps that do not fit (gate_model, device_gates)
      │    └── GatePolicyError   a policy outside its hard limits: the operator fixes the policy
      └── RollupError            rows or a stored rollup that do not fit the schema: the ingest
                                     dead-letters them (rollups)
