@@ -13,7 +13,6 @@ only assertion is the one the figures exist for: equal models stay at or below a
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -27,7 +26,7 @@ from service.domain.directions import Direction
 from service.domain.gates import GatePolicy, Metric, Outcome, evaluate_gate
 from service.domain.rollups import merge_all
 from tests.bench.conftest import FULL
-from tests.unit.domain._device_fleet import BASELINE, FleetModel, run
+from tests.unit.domain._device_fleet import BASELINE, FleetModel, binomial_ceiling, run
 
 SEEDS = 500 if FULL else 20
 LOOKS = 20
@@ -106,15 +105,6 @@ def _simulate(
     }
 
 
-def _binomial_ceiling(trials: int, rate: float, tail: float = 1e-3) -> int:
-    below = 0.0
-    for k in range(trials + 1):
-        below += math.comb(trials, k) * rate**k * (1.0 - rate) ** (trials - k)
-        if 1.0 - below < tail:
-            return k
-    return trials
-
-
 def _first_look(fails: np.ndarray) -> str:
     detected = fails.any(axis=1)
     if not detected.any():
@@ -148,7 +138,7 @@ def test_false_fails_and_detection_over_repeated_looks() -> None:
                         label = f"{fleet[0]}v{fleet[1]} {gate} a={scenario.policy.alpha:g}"
                         per_look.append((label, flags.mean(axis=0)))
                 if not scenario.should_fail:
-                    ceiling = _binomial_ceiling(SEEDS, scenario.policy.alpha)
+                    ceiling = binomial_ceiling(SEEDS, scenario.policy.alpha)
                     anywhere = int(fails["devices"].any(axis=1).sum())
                     assert anywhere <= ceiling, f"{scenario.name} {fleet}: {anywhere} of {SEEDS}"
 

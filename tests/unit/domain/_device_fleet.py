@@ -10,6 +10,7 @@ The bench (`tests/bench/gates/`) and the unit tests share this simulator.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -120,3 +121,14 @@ def run(
             {d.name: d.rollup for d in canary if d.rollup.devices},
             {d.name: d.rollup for d in control if d.rollup.devices},
         )
+
+
+def binomial_ceiling(trials: int, rate: float, tail: float = 1e-3) -> int:
+    """The smallest k with P(Binomial(trials, rate) > k) < tail: how many FAILs of `trials`
+    equal runs a gate calibrated at `rate` may show on a fixed, unlucky set of seeds."""
+    below = 0.0
+    for k in range(trials + 1):
+        below += math.comb(trials, k) * rate**k * (1.0 - rate) ** (trials - k)
+        if 1.0 - below < tail:
+            return k
+    return trials

@@ -5,7 +5,6 @@ directions come from the model's metadata; bad maps are refused."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from service.domain.gates import (
     evaluate_gate,
 )
 from service.domain.rollups import CohortRollup, RollupError, merge_all, merge_by_device
-from tests.unit.domain._device_fleet import BASELINE, Cohort, FleetModel, run
+from tests.unit.domain._device_fleet import BASELINE, Cohort, FleetModel, binomial_ceiling, run
 
 PREBUILT = Path(__file__).parents[3] / "firmware" / "models" / "prebuilt"
 POLICY = GatePolicy(stage="canary", alpha=0.01, min_inferences=100, min_devices=3)
@@ -33,17 +32,7 @@ SEEDS, LOOKS = 100, 10
 INSIDE_THE_LIMIT = BASELINE.but(score_shift=-0.045)
 
 
-def _binomial_ceiling(trials: int, rate: float, tail: float = 1e-3) -> int:
-    """The smallest k with P(Binomial(trials, rate) > k) < tail."""
-    below = 0.0
-    for k in range(trials + 1):
-        below += math.comb(trials, k) * rate**k * (1.0 - rate) ** (trials - k)
-        if 1.0 - below < tail:
-            return k
-    return trials
-
-
-CEILING = _binomial_ceiling(SEEDS, POLICY.alpha)
+CEILING = binomial_ceiling(SEEDS, POLICY.alpha)
 
 
 def _pooled(canary: Cohort, control: Cohort) -> GateVerdict:
