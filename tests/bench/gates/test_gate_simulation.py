@@ -6,7 +6,7 @@ and evaluates, at each of 20 looks on the cumulative data, both today's pooled r
 (`evaluate_gate` on the merged rollups, default directions) and the per-device gate
 (`evaluate_devices` with the model's directions). Printed: for equal models the FAIL rate at
 every look and over any look (aim: at or below alpha); for changed models the share of runs that
-FAIL at some look and the mean look of the first FAIL. Quick by default (20 seeds);
+FAIL at some look and the mean look of the first FAIL. Quick by default (10 seeds);
 TINYFLEET_BENCH_FULL=1 runs 500 seeds, the issue's figure. Nothing here asserts on time; the
 only assertion is the one the figures exist for: equal models stay at or below alpha.
 """
@@ -28,7 +28,7 @@ from service.domain.rollups import merge_all
 from tests.bench.conftest import FULL
 from tests.unit.domain._device_fleet import BASELINE, FleetModel, binomial_ceiling, run
 
-SEEDS = 500 if FULL else 20
+SEEDS = 500 if FULL else 10
 LOOKS = 20
 POLICY = GatePolicy(stage="canary", alpha=0.01, min_inferences=100, min_devices=3)
 # The anomaly model's score is a reconstruction error: lower is better.
