@@ -5,13 +5,19 @@ with the rollup of the same group's devices still on the old one (same time wind
 `GateVerdict`: PASS, FAIL (with the policy's action and, per metric, the effect, the limit, the
 test statistic and the p-value) or WAIT (what evidence is missing).
 
-Metrics, each judged one-sided ("is the canary worse?") except the label shift:
+Metrics, each judged one-sided ("is the canary worse?") except the label shift; which side is
+worse is the metric's `Direction` (`DEFAULT_DIRECTIONS` unless the caller passes the model's:
+an anomaly model's score is an error, so lower is better, see `service.domain.directions`):
 - latency-p95: relative p95 increase; Mann-Whitney U on the latency histograms (canary greater);
 - confidence-mean: absolute drop of the mean score; Mann-Whitney U on the score histograms (less);
 - anomaly-rate: absolute increase; two-proportion z-test over rows that report the flag;
 - label-shift: population stability index; Pearson chi-square test of homogeneity;
 - error-rate, revert-rate, crash-rate: absolute increase of the share of devices that reported
-  one; two-proportion z-test over devices.
+  one; Fisher's exact test over devices (exact however few they are).
+
+`evaluate_gate` treats the rows as independent and holds alpha for one look: it is the pooled,
+single-look fallback. `service.domain.device_gates.evaluate_devices` judges per-device rollups
+with device-level, always-valid tests and gives a verdict of the same shape.
 
 Invariants:
 - Pure: no I/O, no clock; the same policy and rollups always give the same verdict.
@@ -24,12 +30,16 @@ Invariants:
 - Any FAIL makes the verdict FAIL; otherwise any WAIT makes it WAIT. A FAIL verdict carries
   the policy's action; PASS and WAIT carry none.
 - `GatePolicy` refuses values outside its hard limits when built; a verdict round-trips through
-  `to_dict`/`from_dict` with finite numbers only (JSON without NaN).
+  `to_dict`/`from_dict` with finite numbers only (JSON without NaN). The policy, the verdict and
+  the metric names live in `service.domain.gate_model` and are re-exported here.
+- `build_verdict` is the one place that applies Holm, the limits and the sample minimums; both
+  entry points judge through it, so their verdicts mean the same thing.
 
 Exceptions (under the domain's root, `service.domain.errors.DomainError`; both are also
 ValueErrors, since both mean bad input):
     DomainError
-     ├── GateError              a stored verdict or policy document that cannot be read (gates)
+     ├── GateError              a stored verdict or policy document that cannot be read, or
+     │                              per-device maps that do not fit (gate_model, device_gates)
      │    └── GatePolicyError   a policy outside its hard limits: the operator fixes the policy
      └── RollupError            rows or a stored rollup that do not fit the schema: the ingest
                                     dead-letters them (rollups)
@@ -38,15 +48,28 @@ ValueErrors, since both mean bad input):
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
-from enum import StrEnum
-from typing import Any
+from dataclasses import dataclass
 
-from service.domain.errors import DomainError
+from service.domain.directions import Direction
+from service.domain.gate_model import (
+    DEFAULT_DIRECTIONS,
+    DEVICE_METRICS,
+    FailAction,
+    GateError,
+    GatePolicy,
+    GatePolicyError,
+    GateVerdict,
+    Metric,
+    MetricResult,
+    MetricStatus,
+    Outcome,
+    resolve_directions,
+    worse_side,
+)
 from service.domain.rollups import CohortRollup
 from service.domain.stats import (
-    Alternative,
     chi_square_homogeneity,
+    fisher_exact,
     holm_adjust,
     mann_whitney_binned,
     population_stability_index,
@@ -54,6 +77,8 @@ from service.domain.stats import (
 )
 
 __all__ = [
+    "DEFAULT_DIRECTIONS",
+    "Direction",
     "FailAction",
     "GateError",
     "GatePolicy",
@@ -67,187 +92,10 @@ __all__ = [
 ]
 
 
-class GateError(DomainError, ValueError):
-    """A gate policy or stored verdict that cannot be used."""
-
-
-class GatePolicyError(GateError):
-    """A policy value outside its hard limits; the message names the field and the bounds."""
-
-
-class FailAction(StrEnum):
-    PAUSE = "pause"
-    ABORT = "abort"
-    ROLLBACK = "rollback"
-
-
-class Outcome(StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-    WAIT = "wait"
-
-
-class MetricStatus(StrEnum):
-    PASS = "pass"
-    FAIL = "fail"
-    WAIT = "wait"
-    NOT_APPLICABLE = "not-applicable"
-
-
-class Metric(StrEnum):
-    LATENCY_P95 = "latency-p95"
-    CONFIDENCE_MEAN = "confidence-mean"
-    ANOMALY_RATE = "anomaly-rate"
-    LABEL_SHIFT = "label-shift"
-    ERROR_RATE = "error-rate"
-    REVERT_RATE = "revert-rate"
-    CRASH_RATE = "crash-rate"
-
-
-# field name -> (metric, lowest exclusive, highest inclusive)
-_LIMITS: dict[str, tuple[Metric, float, float]] = {
-    "max_latency_p95_increase": (Metric.LATENCY_P95, 0.0, 10.0),
-    "max_confidence_drop": (Metric.CONFIDENCE_MEAN, 0.0, 1.0),
-    "max_anomaly_rate_increase": (Metric.ANOMALY_RATE, 0.0, 1.0),
-    "max_label_psi": (Metric.LABEL_SHIFT, 0.0, 10.0),
-    "max_error_rate_increase": (Metric.ERROR_RATE, 0.0, 1.0),
-    "max_revert_rate_increase": (Metric.REVERT_RATE, 0.0, 1.0),
-    "max_crash_rate_increase": (Metric.CRASH_RATE, 0.0, 1.0),
-}
-_DEVICE_METRICS = (Metric.ERROR_RATE, Metric.REVERT_RATE, Metric.CRASH_RATE)
-
-
 @dataclass(frozen=True)
-class GatePolicy:
-    """One rollout stage's gate. A limit of None turns its metric off."""
+class Measure:
+    """One metric's numbers before Holm: what `build_verdict` judges."""
 
-    stage: str
-    alpha: float = 0.01
-    min_inferences: int = 1000  # per cohort
-    min_devices: int = 5  # per cohort
-    max_latency_p95_increase: float | None = 0.20  # relative: 0.2 = p95 up by 20 %
-    max_confidence_drop: float | None = 0.05  # absolute, in score units
-    max_anomaly_rate_increase: float | None = 0.02  # absolute: 2 percentage points
-    max_label_psi: float | None = 0.10
-    max_error_rate_increase: float | None = 0.05  # share of devices
-    max_revert_rate_increase: float | None = 0.05
-    max_crash_rate_increase: float | None = 0.02
-    on_fail: FailAction = FailAction.PAUSE
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.stage, str) or not 0 < len(self.stage) <= 64:
-            raise GatePolicyError("stage must be a name of 1 to 64 characters")
-        _check_range("alpha", self.alpha, 0.0, 0.2)
-        _check_int("min_inferences", self.min_inferences, 20, 10**9)
-        _check_int("min_devices", self.min_devices, 1, 10**7)
-        for name, (_, low, high) in _LIMITS.items():
-            value = getattr(self, name)
-            if value is not None:
-                _check_range(name, value, low, high)
-        if not self.limits():
-            raise GatePolicyError("a gate needs at least one metric limit")
-        if not isinstance(self.on_fail, FailAction):
-            raise GatePolicyError(f"on_fail must be one of {[a.value for a in FailAction]}")
-
-    def limits(self) -> dict[Metric, float]:
-        """The enabled metrics and their practical limits."""
-        return {
-            metric: value
-            for name, (metric, _, _) in _LIMITS.items()
-            if (value := getattr(self, name)) is not None
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "on_fail": self.on_fail.value}
-
-    @classmethod
-    def from_dict(cls, document: Mapping[str, Any]) -> GatePolicy:
-        known = {f.name for f in fields(cls)}
-        unknown = set(document) - known
-        if unknown:
-            raise GatePolicyError(f"unknown policy fields: {sorted(unknown)}")
-        try:
-            action = FailAction(document.get("on_fail", FailAction.PAUSE))
-        except ValueError as exc:
-            raise GatePolicyError(f"on_fail: {exc}") from exc
-        return cls(**{**document, "on_fail": action})
-
-
-def _check_range(name: str, value: object, low: float, high: float) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not low < value <= high:
-        raise GatePolicyError(f"{name} must be a number in ({low}, {high}], not {value!r}")
-
-
-def _check_int(name: str, value: object, low: int, high: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise GatePolicyError(f"{name} must be an integer in [{low}, {high}], not {value!r}")
-
-
-@dataclass(frozen=True)
-class MetricResult:
-    metric: Metric
-    status: MetricStatus
-    test: str
-    canary: float  # the metric's value per cohort (p95 in us, mean score, rate, PSI's inputs)
-    control: float
-    effect: float  # how much worse the canary is, in the limit's units
-    limit: float
-    statistic: float  # z for Mann-Whitney and proportions, chi-square for labels
-    p_value: float
-    p_adjusted: float  # Holm
-    detail: str
-
-
-@dataclass(frozen=True)
-class GateVerdict:
-    outcome: Outcome
-    stage: str
-    action: FailAction | None
-    alpha: float
-    reasons: tuple[str, ...]  # one line per failed metric
-    missing: tuple[str, ...]  # what a WAIT waits for
-    metrics: tuple[MetricResult, ...]
-    canary_inferences: int
-    control_inferences: int
-    canary_devices: int
-    control_devices: int
-
-    def to_dict(self) -> dict[str, Any]:
-        document = asdict(self)
-        document["reasons"], document["missing"] = list(self.reasons), list(self.missing)
-        document["metrics"] = [asdict(m) for m in self.metrics]
-        return document
-
-    @classmethod
-    def from_dict(cls, document: Mapping[str, Any]) -> GateVerdict:
-        try:
-            metrics = tuple(
-                MetricResult(
-                    **{
-                        **m,
-                        "metric": Metric(m["metric"]),
-                        "status": MetricStatus(m["status"]),
-                    }
-                )
-                for m in document["metrics"]
-            )
-            action = document["action"]
-            return cls(
-                **{
-                    **document,
-                    "outcome": Outcome(document["outcome"]),
-                    "action": None if action is None else FailAction(action),
-                    "reasons": tuple(document["reasons"]),
-                    "missing": tuple(document["missing"]),
-                    "metrics": metrics,
-                }
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise GateError(f"stored verdict is malformed: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class _Measure:
     test: str
     canary: float
     control: float
@@ -257,48 +105,66 @@ class _Measure:
     applicable: bool = True
 
 
-def _latency(canary: CohortRollup, control: CohortRollup) -> _Measure:
+def _latency(canary: CohortRollup, control: CohortRollup, direction: Direction) -> Measure:
     p95_canary, p95_control = canary.latency_quantile_us(0.95), control.latency_quantile_us(0.95)
-    test = mann_whitney_binned(canary.latency_counts, control.latency_counts, Alternative.GREATER)
-    effect = p95_canary / max(p95_control, 1.0) - 1.0
-    return _Measure("mann-whitney-u", p95_canary, p95_control, effect, test.z, test.p_value)
+    side = worse_side(direction)
+    test = mann_whitney_binned(canary.latency_counts, control.latency_counts, side)
+    return Measure(
+        "mann-whitney-u",
+        p95_canary,
+        p95_control,
+        relative_worsening(p95_canary, p95_control, direction),
+        test.z,
+        test.p_value,
+    )
 
 
-def _confidence(canary: CohortRollup, control: CohortRollup) -> _Measure:
-    test = mann_whitney_binned(canary.score_counts, control.score_counts, Alternative.LESS)
-    effect = control.score_mean - canary.score_mean
-    return _Measure(
+def relative_worsening(canary: float, control: float, direction: Direction) -> float:
+    """How much worse the canary's value is, relative to the better of the two (0 if better)."""
+    if direction is Direction.LOWER_IS_BETTER:
+        return canary / max(control, 1.0) - 1.0
+    return control / max(canary, 1.0) - 1.0
+
+
+def worsening(canary: float, control: float, direction: Direction) -> float:
+    """How much worse the canary's value is, in the value's units (negative if better)."""
+    return canary - control if direction is Direction.LOWER_IS_BETTER else control - canary
+
+
+def _confidence(canary: CohortRollup, control: CohortRollup, direction: Direction) -> Measure:
+    test = mann_whitney_binned(canary.score_counts, control.score_counts, worse_side(direction))
+    effect = worsening(canary.score_mean, control.score_mean, direction)
+    return Measure(
         "mann-whitney-u", canary.score_mean, control.score_mean, effect, test.z, test.p_value
     )
 
 
-def _anomaly(canary: CohortRollup, control: CohortRollup) -> _Measure:
+def _anomaly(canary: CohortRollup, control: CohortRollup, direction: Direction) -> Measure:
     test = two_proportion_z(
         canary.anomalies,
         canary.anomaly_reported,
         control.anomalies,
         control.anomaly_reported,
-        Alternative.GREATER,
+        worse_side(direction),
     )
-    applicable = canary.anomaly_reported > 0 and control.anomaly_reported > 0
-    return _Measure(
+    return Measure(
         "two-proportion-z",
         test.rate_1,
         test.rate_2,
-        test.rate_1 - test.rate_2,
+        worsening(test.rate_1, test.rate_2, direction),
         test.z,
         test.p_value,
-        applicable,
+        canary.anomaly_reported > 0 and control.anomaly_reported > 0,
     )
 
 
-def _labels(canary: CohortRollup, control: CohortRollup) -> _Measure:
+def label_measure(canary: CohortRollup, control: CohortRollup, direction: Direction) -> Measure:
     counts_canary, counts_control = canary.label_counts, control.label_counts
     test = chi_square_homogeneity(counts_canary, counts_control)
     psi = population_stability_index(counts_canary, counts_control)
     applicable = bool(counts_canary) and bool(counts_control)
     # PSI is symmetric and has no per-cohort value; report the labels each cohort produced.
-    return _Measure(
+    return Measure(
         "chi-square",
         float(len(counts_canary)),
         float(len(counts_control)),
@@ -309,33 +175,48 @@ def _labels(canary: CohortRollup, control: CohortRollup) -> _Measure:
     )
 
 
-def _device_rate(attribute: str) -> Callable[[CohortRollup, CohortRollup], _Measure]:
-    def measure(canary: CohortRollup, control: CohortRollup) -> _Measure:
-        test = two_proportion_z(
-            len(getattr(canary, attribute)),
-            len(canary.devices),
-            len(getattr(control, attribute)),
-            len(control.devices),
-            Alternative.GREATER,
+DEVICE_SETS: Mapping[Metric, str] = {
+    Metric.ERROR_RATE: "devices_with_error",
+    Metric.REVERT_RATE: "devices_reverted",
+    Metric.CRASH_RATE: "devices_crashed",
+}
+
+
+def device_counts(metric: Metric, cohort: CohortRollup) -> tuple[int, int]:
+    """(devices that reported the metric's event, devices seen) of a cohort."""
+    flagged = getattr(cohort, DEVICE_SETS[metric])
+    return len(flagged), len(cohort.devices | flagged)
+
+
+def _device_rate(metric: Metric) -> Callable[[CohortRollup, CohortRollup, Direction], Measure]:
+    def measure(canary: CohortRollup, control: CohortRollup, direction: Direction) -> Measure:
+        (a, n_1), (b, n_2) = device_counts(metric, canary), device_counts(metric, control)
+        test = fisher_exact(a, n_1, b, n_2, worse_side(direction))
+        effect = worsening(test.rate_1, test.rate_2, direction)
+        return Measure(
+            "fisher-exact", test.rate_1, test.rate_2, effect, test.odds_ratio, test.p_value
         )
-        effect = test.rate_1 - test.rate_2
-        return _Measure("two-proportion-z", test.rate_1, test.rate_2, effect, test.z, test.p_value)
 
     return measure
 
 
-_MEASURES: dict[Metric, Callable[[CohortRollup, CohortRollup], _Measure]] = {
+_MEASURES: dict[Metric, Callable[[CohortRollup, CohortRollup, Direction], Measure]] = {
     Metric.LATENCY_P95: _latency,
     Metric.CONFIDENCE_MEAN: _confidence,
     Metric.ANOMALY_RATE: _anomaly,
-    Metric.LABEL_SHIFT: _labels,
-    Metric.ERROR_RATE: _device_rate("devices_with_error"),
-    Metric.REVERT_RATE: _device_rate("devices_reverted"),
-    Metric.CRASH_RATE: _device_rate("devices_crashed"),
+    Metric.LABEL_SHIFT: label_measure,
+    **{metric: _device_rate(metric) for metric in DEVICE_METRICS},
 }
 
 
-def _shortfalls(policy: GatePolicy, canary: CohortRollup, control: CohortRollup) -> dict[str, str]:
+def pooled_measure(
+    metric: Metric, canary: CohortRollup, control: CohortRollup, direction: Direction
+) -> Measure:
+    """`evaluate_gate`'s numbers for one metric of two pooled cohorts."""
+    return _MEASURES[metric](canary, control, direction)
+
+
+def shortfalls(policy: GatePolicy, canary: CohortRollup, control: CohortRollup) -> dict[str, str]:
     """'inferences' / 'devices' -> what is missing, for each kind of sample that is short."""
     short: dict[str, list[str]] = {"inferences": [], "devices": []}
     for name, cohort in (("canary", canary), ("control", control)):
@@ -350,13 +231,38 @@ def _shortfalls(policy: GatePolicy, canary: CohortRollup, control: CohortRollup)
     return {kind: "; ".join(lines) for kind, lines in short.items() if lines}
 
 
-def evaluate_gate(policy: GatePolicy, canary: CohortRollup, control: CohortRollup) -> GateVerdict:
+def evaluate_gate(
+    policy: GatePolicy,
+    canary: CohortRollup,
+    control: CohortRollup,
+    *,
+    directions: Mapping[Metric, Direction] | None = None,
+) -> GateVerdict:
+    """The pooled, single-look gate: rows as independent samples (see the module docstring)."""
+    sides = resolve_directions(directions)
+    measures = {
+        metric: pooled_measure(
+            metric, canary, control, sides.get(metric, Direction.LOWER_IS_BETTER)
+        )
+        for metric in policy.limits()
+    }
+    return build_verdict(policy, measures, canary, control, "Holm")
+
+
+def build_verdict(
+    policy: GatePolicy,
+    measures: Mapping[Metric, Measure],
+    canary: CohortRollup,
+    control: CohortRollup,
+    adjustment: str,
+) -> GateVerdict:
+    """Holm over the applicable metrics, each judged against its limit; `canary` and `control`
+    are the pooled cohorts (for the sample minimums and the verdict's totals)."""
     limits = policy.limits()
-    short = _shortfalls(policy, canary, control)
-    measures = {metric: _MEASURES[metric](canary, control) for metric in limits}
+    short = shortfalls(policy, canary, control)
     waiting: dict[Metric, str] = {}
     for metric in limits:
-        needs = ("devices",) if metric in _DEVICE_METRICS else ("inferences", "devices")
+        needs = ("devices",) if metric in DEVICE_METRICS else ("inferences", "devices")
         gaps = [short[kind] for kind in needs if kind in short]
         if gaps:
             waiting[metric] = "; ".join(gaps)
@@ -369,7 +275,8 @@ def evaluate_gate(policy: GatePolicy, canary: CohortRollup, control: CohortRollu
     results: list[MetricResult] = []
     for metric, limit in limits.items():
         measure = measures[metric]
-        status, detail = _judge(metric, measure, limit, adjusted.get(metric, 1.0), policy, waiting)
+        p_adjusted = adjusted.get(metric, 1.0)
+        status, detail = _judge(metric, measure, limit, p_adjusted, policy, waiting, adjustment)
         results.append(
             MetricResult(
                 metric,
@@ -381,7 +288,7 @@ def evaluate_gate(policy: GatePolicy, canary: CohortRollup, control: CohortRollu
                 limit,
                 _finite(measure.statistic),
                 measure.p_value,
-                adjusted.get(metric, 1.0),
+                p_adjusted,
                 detail,
             )
         )
@@ -405,17 +312,20 @@ def evaluate_gate(policy: GatePolicy, canary: CohortRollup, control: CohortRollu
 
 def _judge(
     metric: Metric,
-    measure: _Measure,
+    measure: Measure,
     limit: float,
     p_adjusted: float,
     policy: GatePolicy,
     waiting: Mapping[Metric, str],
+    adjustment: str,
 ) -> tuple[MetricStatus, str]:
     if not measure.applicable:
         return MetricStatus.NOT_APPLICABLE, "a cohort reported no values for this metric"
     if metric in waiting:
         return MetricStatus.WAIT, f"too few samples ({waiting[metric]})"
-    numbers = f"effect {measure.effect:.4g} against limit {limit:.4g}, p {p_adjusted:.3g} (Holm)"
+    numbers = (
+        f"effect {measure.effect:.4g} against limit {limit:.4g}, p {p_adjusted:.3g} ({adjustment})"
+    )
     beyond = measure.effect > limit
     significant = p_adjusted <= policy.alpha
     if beyond and significant:

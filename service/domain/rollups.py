@@ -18,6 +18,9 @@ Invariants:
 - `a.merge(b)` equals the rollup of a's rows followed by b's, exactly (integers only), and
   merging is commutative and associative with `CohortRollup.empty()` as identity.
 - Rows outside the schema's ranges raise `RollupError` and add nothing.
+- `merge_by_device` gives each device the exact merge of its own rollups (what
+  `service.domain.device_gates.evaluate_devices` takes); a rollup of several devices cannot be
+  split and raises `RollupError`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ __all__ = [
     "CohortRollup",
     "RollupError",
     "merge_all",
+    "merge_by_device",
 ]
 
 LAYOUT = "tinyfleet.rollup/1"
@@ -336,3 +340,16 @@ def merge_all(rollups: Iterable[CohortRollup]) -> CohortRollup:
         sum(p.reverts for p in parts),
         sum(p.crashes for p in parts),
     )
+
+
+def merge_by_device(rollups: Iterable[CohortRollup]) -> dict[str, CohortRollup]:
+    """Device id -> the merge of that device's rollups; each rollup must hold one device's rows."""
+    parts: dict[str, list[CohortRollup]] = {}
+    for rollup in rollups:
+        seen = rollup.devices | rollup.devices_with_error | rollup.devices_reverted
+        seen |= rollup.devices_crashed
+        if len(seen) > 1:
+            raise RollupError(f"a rollup of {len(seen)} devices cannot be split by device")
+        for device in seen:
+            parts.setdefault(device, []).append(rollup)
+    return {device: merge_all(parts[device]) for device in sorted(parts)}

@@ -8,31 +8,20 @@ every run; the tolerance says how unlucky a fixed set of seeds may be for a cali
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
 from service.domain.gates import GatePolicy, Metric, Outcome, evaluate_gate
 from service.domain.rollups import CohortRollup
 from service.domain.stats import Alternative, mann_whitney_binned
+from tests.unit.domain._device_fleet import binomial_ceiling
 from tests.unit.gates.fleet import BASELINE, cohort
 
 SEEDS = 400
 
 
-def _binomial_ceiling(trials: int, rate: float, tail: float = 1e-3) -> int:
-    """The smallest k with P(Binomial(trials, rate) > k) < tail."""
-    below = 0.0
-    for k in range(trials + 1):
-        below += math.comb(trials, k) * rate**k * (1.0 - rate) ** (trials - k)
-        if 1.0 - below < tail:
-            return k
-    return trials
-
-
 def _binomial_floor(trials: int, rate: float, tail: float = 1e-3) -> int:
-    return trials - _binomial_ceiling(trials, 1.0 - rate, tail)
+    return trials - binomial_ceiling(trials, 1.0 - rate, tail)
 
 
 # Limits at their smallest legal value: the verdict then rests on the tests alone, which is the
@@ -65,7 +54,7 @@ def test_equal_models_fail_at_most_alpha_of_the_time(
 ) -> None:
     verdicts = [evaluate_gate(policy, c, k) for c, k in equal_cohorts]
     fails = sum(v.outcome is Outcome.FAIL for v in verdicts)
-    assert fails <= _binomial_ceiling(SEEDS, policy.alpha), f"{fails} of {SEEDS} failed"
+    assert fails <= binomial_ceiling(SEEDS, policy.alpha), f"{fails} of {SEEDS} failed"
     assert all(v.outcome is not Outcome.WAIT or v.missing for v in verdicts)
 
 
@@ -83,7 +72,7 @@ def test_the_latency_test_alone_is_calibrated_not_just_conservative(
         <= 0.05
         for c, k in equal_cohorts
     )
-    assert _binomial_floor(SEEDS, 0.05) <= rejections <= _binomial_ceiling(SEEDS, 0.05)
+    assert _binomial_floor(SEEDS, 0.05) <= rejections <= binomial_ceiling(SEEDS, 0.05)
 
 
 def test_the_hair_trigger_policy_does_catch_a_small_real_shift() -> None:
