@@ -3,8 +3,8 @@
 One thread owns the cores and the update workflow; hub callbacks (desired patches, direct methods,
 reconnects) only enqueue. Between two workflow commands the loop reads its inbox and reports, so
 a cancel reaches the workflow between phases (and a stream into a core stops at its next chunk)
-and the twin shows each phase as it starts. Every workflow event is persisted before its commands run, so a crash at
-any instant resumes through `UpdateWorkflow.restore`. The agent never holds a whole target: bytes
+and the twin shows each phase as it starts. Every workflow event is persisted before its commands
+run, so a crash at any instant resumes through `UpdateWorkflow.restore`. The agent never holds a whole target: bytes
 flow from the target source through the signed-length/sha256 verifier into the core's inactive slot.
 """
 

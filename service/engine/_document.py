@@ -8,7 +8,7 @@
  "failure": {"threshold_percent": 10, "min_devices": 3, "action": "pause"},
  "retry": {"in_progress_timeout_seconds": 3600, "confirm_grace_seconds": 3600, "max_retries": 2,
            "backoff_base_seconds": 60, "backoff_cap_seconds": 21600,
-           "offer_timeout_seconds": 86400},
+           "offer_timeout_seconds": 86400, "core_silence_seconds": 15},
  "rate": {"base_per_minute": 100, "factor": 2.0, "every": 1000, "increase_on": "succeeded",
           "max_per_minute": 1000},
  "deadlines": {"decide_seconds": 3600, "action": "pause"},
@@ -77,6 +77,7 @@ _RETRY = frozenset(
         "backoff_base_seconds",
         "backoff_cap_seconds",
         "offer_timeout_seconds",
+        "core_silence_seconds",
     }
 )
 _RATE = frozenset({"base_per_minute", "factor", "every", "increase_on", "max_per_minute"})
@@ -273,6 +274,7 @@ _RENAMED = {
     "retry.backoff_base": "retry.backoff_base_seconds",
     "retry.backoff_cap": "retry.backoff_cap_seconds",
     "retry.offer_timeout": "retry.offer_timeout_seconds",
+    "retry.core_silence": "retry.core_silence_seconds",
     "deadlines.decide": "deadlines.decide_seconds",
 }
 
@@ -316,6 +318,7 @@ def _build(
             t.seconds("backoff_base_seconds", retry.backoff_base),
             t.seconds("backoff_cap_seconds", retry.backoff_cap),
             t.seconds("offer_timeout_seconds", retry.offer_timeout),
+            t.seconds("core_silence_seconds", retry.core_silence),
         ),
         rate=RatePolicy(
             q.integer("base_per_minute", rate.base_per_minute),
@@ -375,6 +378,7 @@ def spec_to_document(spec: RolloutSpec) -> dict[str, Any]:
             "backoff_base_seconds": _secs(spec.retry.backoff_base),
             "backoff_cap_seconds": _secs(spec.retry.backoff_cap),
             "offer_timeout_seconds": _secs(spec.retry.offer_timeout),
+            "core_silence_seconds": _secs(spec.retry.core_silence),
         },
         "rate": {
             "base_per_minute": spec.rate.base_per_minute,

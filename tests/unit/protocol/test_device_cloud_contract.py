@@ -30,8 +30,8 @@ from device_agent.protocol import (
     decode_batch,
     encode_batch,
     message_properties,
-    parse_reported,
     parse_desired,
+    parse_reported,
 )
 from device_agent.protocol.telemetry import MAX_BATCH_BYTES
 
