@@ -4,8 +4,9 @@ One thread owns the cores and the update workflow; hub callbacks (desired patche
 reconnects) only enqueue. Between two workflow commands the loop reads its inbox and reports, so
 a cancel reaches the workflow between phases (and a stream into a core stops at its next chunk)
 and the twin shows each phase as it starts. Every workflow event is persisted before its commands
-run, so a crash at any instant resumes through `UpdateWorkflow.restore`. The agent never holds a whole target: bytes
-flow from the target source through the signed-length/sha256 verifier into the core's inactive slot.
+run, so a crash at any instant resumes through `UpdateWorkflow.restore`. The agent never holds a
+whole target: bytes flow from the target source through the signed-length/sha256 verifier into
+the core's inactive slot.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ _FAILED = {
     "revert": "reverted",  # the core's own confirm deadline or boot reverts a trial
     "record": "record_failed",
 }
+
+
+_SKIPPED_ON_CANCEL = frozenset(("activate", "confirm"))
 
 
 def _failure_of(command: Command, exc: Exception) -> Event | None:
@@ -407,8 +411,14 @@ class Agent:
         and the loop lives on; only a power cut (a BaseException) stops it."""
         try:
             self._before_command(command)
-            handler = getattr(ops, f"do_{command.kind}")
-            event = handler(self, command)
+            if command.kind in _SKIPPED_ON_CANCEL and self.cancel_requested():
+                # Cancelled: this core is not switched (or confirmed) at all; the failure
+                # turns the workflow back, and it reverts every core.
+                event: Event | None = Event(
+                    _FAILED[command.kind], core=command.core, reason="cancelled"
+                )
+            else:
+                event = getattr(ops, f"do_{command.kind}")(self, command)
         except Exception as exc:
             log.exception("%s %s failed", command.kind, command.core or "")
             self.logs.append(f"{command.kind} {command.core or ''}: failed: {exc!r}"[:300])
@@ -461,6 +471,7 @@ class Agent:
         now_ms = int(self._clock() * 1000)
         if isinstance(event, CoreHeartbeat):
             self.liveness.heartbeat(core_id, now_ms)
+            self.logs.append(f"{core_id}: {event}")
         elif isinstance(event, InferenceResult):
             self.liveness.inference(core_id)
             self.telemetry.add(

@@ -100,6 +100,7 @@ def simulated_device(
     device_id: str = "dev-1",
     period_s: float = 0.05,
     health_interval_s: float = 30.0,
+    restart_cores: bool = True,
 ) -> SimulatedDevice:
     """An MT3620 device (agent and two real core processes) reading `world`'s store."""
     return SimulatedDevice(
@@ -112,6 +113,7 @@ def simulated_device(
         hub=hub,
         store=world.store,
         health_interval_s=health_interval_s,
+        restart_cores=restart_cores,
         cores={
             "m4-0": CoreSpec(inference_period_s=period_s, seed=1),
             "m4-1": CoreSpec(inference_period_s=period_s, seed=2),
