@@ -17,27 +17,25 @@ import pytest
 from device_agent.protocol import parse_reported
 from device_agent.workflow import Command
 from infra.simdevice import SimulatedDevice
-from tests.agent_world import MemoryHub, deploy, sign_prebuilt, simulated_device, wait_for
+from tests.agent_world import (
+    MemoryHub,
+    deploy,
+    offer_v1,
+    running_device,
+    sign_prebuilt,
+    wait_for,
+)
 from tests.signing_world import World
 
-V1 = {"m4-0": "kws-v1.0.0", "m4-1": "vibration-v1.0.0"}
 V2 = {"m4-0": "kws-v2.0.0", "m4-1": "vibration-v2.0.0"}
 
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[tuple[World, MemoryHub, SimulatedDevice]]:
-    world = World(tmp_path / "world")
-    hub = MemoryHub("dev-1")
-    device = simulated_device(tmp_path, world, hub, period_s=0.05, health_interval_s=1.0)
-    device.start()
-    try:
-        sign_prebuilt(world, "r1", V1)
-        world.director.assign("dev-1", "mt3620", "r1", world.now)
-        device.agent.on_desired(hub.set_desired(deploy("wf-1", "dev-1")))
+    with running_device(tmp_path, period_s=0.05, health_interval_s=1.0) as (world, hub, device):
+        offer_v1(world, hub, device, "wf-1")
         wait_for(lambda: _phase(hub, "wf-1") == "confirmed", what="r1 installed")
         yield world, hub, device
-    finally:
-        device.stop()
 
 
 def _phase(hub: MemoryHub, workflow: str) -> str | None:

@@ -19,7 +19,7 @@ from infra.simdevice import SimulatedDevice
 from service.domain.job_events import Confirmed, DeviceReport, HealthFailed
 from service.domain.jobs import Job, JobState, observe
 from service.domain.spec import RetryPolicy
-from tests.agent_world import MemoryHub, deploy, sign_prebuilt, simulated_device, wait_for
+from tests.agent_world import MemoryHub, offer_v1, running_device, wait_for
 from tests.signing_world import World
 
 POLICY = RetryPolicy()
@@ -27,16 +27,9 @@ POLICY = RetryPolicy()
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[tuple[World, MemoryHub, SimulatedDevice]]:
-    world = World(tmp_path / "world")
-    hub = MemoryHub("dev-1")
-    device = simulated_device(
-        tmp_path, world, hub, period_s=0.05, health_interval_s=0.5, restart_cores=False
-    )
-    device.start()
-    try:
-        yield world, hub, device
-    finally:
-        device.stop()
+    options = {"period_s": 0.05, "health_interval_s": 0.5, "restart_cores": False}
+    with running_device(tmp_path, **options) as rig:
+        yield rig
 
 
 def _alive_since_activation(hub: MemoryHub) -> bool:
@@ -68,9 +61,7 @@ def test_a_core_killed_after_activation_is_never_confirmed(
     rig: tuple[World, MemoryHub, SimulatedDevice],
 ) -> None:
     world, hub, device = rig
-    sign_prebuilt(world, "r1", {"m4-0": "kws-v1.0.0", "m4-1": "vibration-v1.0.0"})
-    world.director.assign("dev-1", "mt3620", "r1", world.now)
-    device.agent.on_desired(hub.set_desired(deploy("wf-1", "dev-1")))
+    offer_v1(world, hub, device, "wf-1")
     wait_for(lambda: _alive_since_activation(hub), what="both cores alive after activation")
     job = _soaking("r1")
     now = datetime.now(UTC)

@@ -61,7 +61,7 @@ class Fleet:
     seen: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
     acked: set[str] = field(default_factory=set)  # devices that reported the release active
     installed: dict[str, str] = field(default_factory=dict)  # release each device runs
-    clock: Callable[[], datetime] = lambda: T0  # the world's clock: the cores' heartbeats
+    clock: Callable[[], datetime] = field(kw_only=True)  # the world's: the cores' heartbeats
 
     def step(self) -> None:
         for device in self.ids:
