@@ -175,7 +175,7 @@ class HealthFailed:
 
 @dataclass(frozen=True)
 class Deadline:
-    pass
+    stalled: bool = False  # no phase progress for `retry.install_stall`, not the job's deadline
 
 
 @dataclass(frozen=True)

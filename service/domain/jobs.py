@@ -16,10 +16,11 @@
     ACTIVATING/SOAKING: HealthFailed ─▶ FAILED   Deadline ─▶ TIMED_OUT   (never retried)
     any live state:    Supersede ─▶ CANCELLED (a rollback job replaces this one)
 
-Events come from two places: `observe(job, report, now)` turns the device's reported twin
-(`DeviceReport`, read from `tinyfleet.agent`) into at most one event; `expire(job, now)` turns a
-passed deadline into `Deadline`. The engine (and the rollout machine, through it) adds `Offered`,
-`Cancel`, `Supersede` and per-device `HealthFailed` verdicts from telemetry.
+Events come from two places: `observe(job, report, now, policy)` turns the device's reported
+twin (`DeviceReport`, read from `tinyfleet.agent`) into at most one event; `expire(job, now,
+policy)` turns a passed deadline (or a stalled install) into `Deadline`. The engine (and the
+rollout machine, through it) adds `Offered`, `Cancel`, `Supersede` and per-device
+`HealthFailed` verdicts from telemetry.
 
 Invariants:
 - Every (state, event) pair not in `TRANSITIONS` raises `InvalidTransitionError` naming both;
@@ -46,6 +47,10 @@ Invariants:
 - Each offer has its own workflow id `rollout.release.attempt`, so a report about an older
   attempt cannot move the current one; a job makes at most `1 + max_retries` offers
   (`attempt - earlier_attempts`).
+- An install never hangs: a job in progress (DOWNLOADING .. ACTIVATING) whose device reports
+  no new phase for `retry.install_stall` (`deadlines.install_seconds`) gets
+  `Deadline(stalled=True)`, reason `install-stalled` at the phase it stalled in: retried
+  before activation like any deadline, TIMED_OUT from ACTIVATING on.
 - Only failures before activation (a download, a transfer, a silent device) are retried; a
   rejection, a revert or an unhealthy soak means the release does not work there.
 """
@@ -137,6 +142,7 @@ _PHASE_STATE = {
     WorkflowPhase.TRIAL: S.ACTIVATING,
 }
 _UNDONE = frozenset((WorkflowPhase.REVERTED, WorkflowPhase.FAILED))
+_STALLABLE = frozenset((S.DOWNLOADING, S.VERIFYING, S.TRANSFERRING, S.STAGED, S.ACTIVATING))
 # Failure reasons that say nothing about the release itself: worth another offer.
 _TRANSIENT = frozenset(("fetch", "download", "interrupted", "core-unavailable", "timeout"))
 
@@ -299,13 +305,15 @@ def _health_failed(job: Job, event: HealthFailed, now: datetime, policy: RetryPo
 
 
 def _deadline(job: Job, event: Deadline, now: datetime, policy: RetryPolicy) -> _Outcome:
-    if job.deadline is None or now < job.deadline:
+    due = _stalls_at(job, policy) if event.stalled else job.deadline
+    if due is None or now < due:
         raise InvalidTransitionError(
-            "job", job.state, f"Deadline at {now}", (f"Deadline at or after {job.deadline}",)
+            "job", job.state, f"{event} at {now}", (f"{event} at or after {due}",)
         )
     if job.state is S.CANCELLING:
         return replace(job, state=S.FAILED, reason="cancel-timeout", step="cancel"), ()
-    timed_out = replace(job, reason="timeout", step=job.state.value, deadline=None)
+    reason = "install-stalled" if event.stalled else "timeout"
+    timed_out = replace(job, reason=reason, step=job.state.value, deadline=None)
     if job.state in (S.ACTIVATING, S.SOAKING):
         return replace(timed_out, state=S.TIMED_OUT), ()
     return _retry(timed_out, now, policy, S.TIMED_OUT), _revoke(job)
@@ -435,11 +443,22 @@ def _undone(job: Job, report: DeviceReport) -> JobEvent | None:
     return None
 
 
-def expire(job: Job, now: datetime) -> Deadline | None:
-    """`Deadline()` when the job's deadline has passed at `now`."""
-    if job.deadline is not None and now >= job.deadline and Deadline in TRANSITIONS[job.state]:
+def expire(job: Job, now: datetime, policy: RetryPolicy) -> Deadline | None:
+    """`Deadline()` when the job's deadline has passed at `now`; `Deadline(stalled=True)` when
+    its device reported no new phase for `policy.install_stall`."""
+    if Deadline not in TRANSITIONS[job.state]:
+        return None
+    if job.deadline is not None and now >= job.deadline:
         return Deadline()
-    return None
+    stalls = _stalls_at(job, policy)
+    return Deadline(stalled=True) if stalls is not None and now >= stalls else None
+
+
+def _stalls_at(job: Job, policy: RetryPolicy) -> datetime | None:
+    """When a job in progress stalls: its last phase change plus the install bound."""
+    if job.state not in _STALLABLE or job.changed_at is None:
+        return None
+    return job.changed_at + policy.install_stall
 
 
 def rollback_job(job: Job, to_release_id: str, existing: Job | None) -> Job | None:

@@ -11,7 +11,7 @@
            "offer_timeout_seconds": 86400, "core_silence_seconds": 15},
  "rate": {"base_per_minute": 100, "factor": 2.0, "every": 1000, "increase_on": "succeeded",
           "max_per_minute": 1000},
- "deadlines": {"decide_seconds": 3600, "action": "pause"},
+ "deadlines": {"decide_seconds": 3600, "install_seconds": 900, "action": "pause"},
  "start_at": "2026-11-26T08:00:00+00:00", "windows": [{"cron": "0 2 * * *",
  "duration_minutes": 120}], "gate": {"stage": "all", ...GatePolicy.to_dict()}}
 ```
@@ -81,7 +81,7 @@ _RETRY = frozenset(
     }
 )
 _RATE = frozenset({"base_per_minute", "factor", "every", "increase_on", "max_per_minute"})
-_DEADLINES = frozenset({"decide_seconds", "action"})
+_DEADLINES = frozenset({"decide_seconds", "install_seconds", "action"})
 _WINDOW = frozenset({"cron", "duration_minutes"})
 _MISSING: Any = object()
 
@@ -276,6 +276,7 @@ _RENAMED = {
     "retry.offer_timeout": "retry.offer_timeout_seconds",
     "retry.core_silence": "retry.core_silence_seconds",
     "deadlines.decide": "deadlines.decide_seconds",
+    "deadlines.install": "deadlines.install_seconds",
 }
 
 
@@ -319,6 +320,7 @@ def _build(
             t.seconds("backoff_cap_seconds", retry.backoff_cap),
             t.seconds("offer_timeout_seconds", retry.offer_timeout),
             t.seconds("core_silence_seconds", retry.core_silence),
+            d.seconds("install_seconds", retry.install_stall),  # a deadline, kept with the job's
         ),
         rate=RatePolicy(
             q.integer("base_per_minute", rate.base_per_minute),
@@ -389,6 +391,7 @@ def spec_to_document(spec: RolloutSpec) -> dict[str, Any]:
         },
         "deadlines": {
             "decide_seconds": _secs(spec.deadlines.decide),
+            "install_seconds": _secs(spec.retry.install_stall),
             "action": spec.deadlines.action.value,
         },
         "start_at": spec.start_at.isoformat() if spec.start_at is not None else None,

@@ -320,7 +320,7 @@ class Engine:
             for stored in jobs_in(uow, rollout_id, _LIVE_JOB_STATES):
                 job = job_from_record(stored, spec)
                 twin = twins.get(job.device_id)
-                event = _report_event(job, twin, now, spec) or expire(job, now)
+                event = _report_event(job, twin, now, spec) or expire(job, now, spec.retry)
                 if event is not None:
                     commands.extend(save_job(uow, stored, job, event, now, spec))
             cursor = after = self._joiner_cursor.get(rollout_id)

@@ -145,7 +145,7 @@ class Sim:
         self.now += wait
         self._devices_report()
         for job in list(self.jobs.values()):
-            if (deadline := expire(job, self.now)) is not None:
+            if (deadline := expire(job, self.now, self.rollout.spec.retry)) is not None:
                 self._apply_job(job, deadline)
         summary = self._summary()
         events = [*self.queued, *([operator] if operator else [])]

@@ -49,6 +49,7 @@ POLICY = RetryPolicy(
     max_retries=2,
     backoff_base=timedelta(minutes=1),
     backoff_cap=timedelta(minutes=3),
+    install_stall=timedelta(minutes=20),
 )
 SOAK = timedelta(hours=1)
 WF1 = workflow_id("r1", "rel-2", 1)
@@ -228,8 +229,8 @@ def test_an_unanswered_offer_times_out_after_the_offer_timeout() -> None:
     # Before, an OFFERED job had no deadline: one offline device held its stage for ever.
     offered, _ = apply(_job(S.PENDING), Offered(WF1), T0, POLICY)
     assert offered.deadline == T0 + POLICY.offer_timeout
-    assert expire(offered, T0 + POLICY.offer_timeout - timedelta(seconds=1)) is None
-    assert expire(offered, T0 + POLICY.offer_timeout) == Deadline()
+    assert expire(offered, T0 + POLICY.offer_timeout - timedelta(seconds=1), POLICY) is None
+    assert expire(offered, T0 + POLICY.offer_timeout, POLICY) == Deadline()
     retried, commands = apply(offered, Deadline(), T0 + POLICY.offer_timeout, POLICY)
     assert retried.state is S.PENDING and commands == _REVOKE
 
@@ -241,8 +242,8 @@ def test_in_progress_timeout_starts_at_first_progress_not_at_offer() -> None:
     assert downloading.deadline == later + POLICY.in_progress_timeout
     verifying, _ = apply(downloading, Progressed(S.VERIFYING), later + timedelta(minutes=5), POLICY)
     assert verifying.deadline == downloading.deadline
-    assert expire(verifying, later + timedelta(minutes=29)) is None
-    assert expire(verifying, later + timedelta(minutes=30)) == Deadline()
+    assert expire(verifying, later + timedelta(minutes=24), POLICY) is None
+    assert expire(verifying, later + timedelta(minutes=30), POLICY) == Deadline()
 
 
 @pytest.mark.parametrize(
@@ -258,6 +259,33 @@ def test_retry_backs_off_exponentially(attempt: int, wait: timedelta) -> None:
 
 def test_backoff_is_capped() -> None:
     assert RetryPolicy(backoff_cap=timedelta(minutes=3)).backoff(10) == timedelta(minutes=3)
+
+
+_STALLS = [S.DOWNLOADING, S.VERIFYING, S.TRANSFERRING, S.STAGED, S.ACTIVATING]
+
+
+@pytest.mark.parametrize("state", _STALLS, ids=[s.value for s in _STALLS])
+def test_an_install_with_no_phase_progress_stalls_with_a_clear_reason(state: JobState) -> None:
+    # Before, a device stuck in one phase held its job until the whole in-progress timeout.
+    job = _job(state, deadline=T0 + timedelta(hours=1), changed_at=T0)
+    assert expire(job, T0 + POLICY.install_stall - timedelta(seconds=1), POLICY) is None
+    at = T0 + POLICY.install_stall
+    assert expire(job, at, POLICY) == Deadline(stalled=True)
+    new, _ = apply(job, Deadline(stalled=True), at, POLICY)
+    assert (new.reason, new.step) == ("install-stalled", state.value)
+    assert new.state is (S.TIMED_OUT if state is S.ACTIVATING else S.PENDING)  # retried before
+
+
+def test_progress_restarts_the_stall_clock_and_a_stall_is_refused_early() -> None:
+    downloading = _job(S.DOWNLOADING, deadline=T0 + timedelta(hours=1), changed_at=T0)
+    later = T0 + timedelta(minutes=10)
+    staged, _ = apply(downloading, Progressed(S.STAGED), later, POLICY)
+    assert expire(staged, T0 + POLICY.install_stall, POLICY) is None
+    assert expire(staged, later + POLICY.install_stall, POLICY) == Deadline(stalled=True)
+    with pytest.raises(InvalidTransitionError):
+        apply(staged, Deadline(stalled=True), T0 + POLICY.install_stall, POLICY)
+    soaking = _job(S.SOAKING, changed_at=T0, deadline=T0 + timedelta(days=1))  # never stalls
+    assert expire(soaking, T0 + POLICY.install_stall, POLICY) is None
 
 
 def test_activation_starts_the_soak_and_the_confirm_deadline() -> None:
@@ -530,7 +558,7 @@ def test_a_core_that_stopped_after_activation_is_never_confirmed(silent: dict[st
     )
     assert report.silent_cores(T0, POLICY.core_silence) == ["m4-1"]
     assert observe(job, report, T0, POLICY) is None
-    assert expire(job, T0) == Deadline()  # silence ends in TIMED_OUT, never in CONFIRMED
+    assert expire(job, T0, POLICY) == Deadline()  # silence ends in TIMED_OUT, never in CONFIRMED
     assert apply(job, Deadline(), T0, POLICY)[0].state is S.TIMED_OUT
 
 
