@@ -262,6 +262,7 @@ class Agent:
                 self._report()
             if not self._pending and self.workflow.run is None and self._deferred is not None:
                 deferred, self._deferred = self._deferred, None
+                self._cancel_for = None
                 self._feed(deferred)
         for core_id, client in self.cores.items():
             try:
@@ -376,6 +377,8 @@ class Agent:
             self._feed(Event("cancel", workflow_id=run.workflow_id))
             self._deferred = event if kind == "deploy" else None  # runs once the run is undone
         elif kind == "deploy" or run is None:
+            if run is None and kind == "deploy":
+                self._cancel_for = None  # a retry of a cancelled workflow id runs afresh
             self._feed(event)
         # else: a cancel of another (older) workflow than the one running: nothing to do
         self._send_patch(ack_patch(desired))

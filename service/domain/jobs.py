@@ -16,11 +16,11 @@
     ACTIVATING/SOAKING: HealthFailed ─▶ FAILED   Deadline ─▶ TIMED_OUT   (never retried)
     any live state:    Supersede ─▶ CANCELLED (a rollback job replaces this one)
 
-Events come from two places: `observe(job, report, now, policy)` turns the device's reported
-twin (`DeviceReport`, read from `tinyfleet.agent`) into at most one event; `expire(job, now,
-policy)` turns a passed deadline (or a stalled install) into `Deadline`. The engine (and the
-rollout machine, through it) adds `Offered`, `Cancel`, `Supersede` and per-device
-`HealthFailed` verdicts from telemetry.
+Events come from two places: `job_reports.observe(job, report, now, policy)` turns the
+device's reported twin (`DeviceReport`, read from `tinyfleet.agent`) into at most one event;
+`expire(job, now, policy)` turns a passed deadline (or a stalled install) into `Deadline`.
+The engine (and the rollout machine, through it) adds `Offered`, `Cancel`, `Supersede` and
+per-device `HealthFailed` verdicts from telemetry.
 
 Invariants:
 - Every (state, event) pair not in `TRANSITIONS` raises `InvalidTransitionError` naming both;
@@ -37,9 +37,6 @@ Invariants:
   ACTIVATING) waits in CANCELLING until the device reports `reverted`; if it reports the
   release installed instead, or stays silent past `retry.in_progress_timeout`, the job ends
   FAILED at step `cancel`, which `needs_rollback`.
-- The device's phase is typed (`device_agent.protocol.WorkflowPhase`, read by
-  `DeviceReport.from_twin`); a report without one (an older agent) is read from its
-  `state` and `step` as before.
 - An offer no progress report answers times out after `retry.offer_timeout` (a day by
   default): an offline device keeps its offer that long and catches up when it returns (AWS IoT
   Jobs semantics), but a stage never waits on it for ever; the in-progress timeout then starts
@@ -63,7 +60,6 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TypeAlias
 
-from device_agent.protocol import AgentState, WorkflowPhase
 from service.domain.commands import Command, RevokeOffer
 from service.domain.errors import InvalidTransitionError
 from service.domain.job_events import (
@@ -71,7 +67,6 @@ from service.domain.job_events import (
     Cancel,
     Confirmed,
     Deadline,
-    DeviceReport,
     Failed,
     HealthFailed,
     JobEvent,
@@ -86,6 +81,7 @@ from service.domain.spec import RetryPolicy
 __all__ = [
     "ACTIVE_STATES",
     "FAILURE_STATES",
+    "PROGRESS",
     "TERMINAL_STATES",
     "TRANSITIONS",
     "Job",
@@ -93,7 +89,6 @@ __all__ = [
     "apply",
     "expire",
     "needs_rollback",
-    "observe",
     "rollback_job",
     "workflow_id",
 ]
@@ -120,31 +115,11 @@ class JobState(StrEnum):
 S = JobState
 _UNSTAGED = (S.OFFERED, S.DOWNLOADING, S.VERIFYING, S.TRANSFERRING)  # the device changed nothing
 _IN_FLIGHT = (*_UNSTAGED, S.STAGED)  # offered, not activated
-_RANK = {s: i for i, s in enumerate((*_IN_FLIGHT, S.ACTIVATING, S.SOAKING))}
+PROGRESS = (*_IN_FLIGHT, S.ACTIVATING, S.SOAKING)  # a job's progress, in order
 ACTIVE_STATES = frozenset((*_IN_FLIGHT, S.ACTIVATING, S.SOAKING, S.CANCELLING))
 FAILURE_STATES = frozenset((S.REJECTED, S.FAILED, S.REVERTED, S.TIMED_OUT))
 TERMINAL_STATES = frozenset((S.CONFIRMED, S.CANCELLED, *FAILURE_STATES))
-# The agent's `lastResult.step` while deploying, and the phase it means.
-_STEP_PHASE = {
-    "check": S.DOWNLOADING,
-    "resume": S.DOWNLOADING,
-    "download": S.DOWNLOADING,
-    "verify": S.VERIFYING,
-    "stage": S.TRANSFERRING,
-    "transfer": S.TRANSFERRING,
-    "activate": S.ACTIVATING,
-    "confirm": S.ACTIVATING,
-}
-# The job state each reported phase of a run in progress means (downloading: by its step).
-_PHASE_STATE = {
-    WorkflowPhase.STAGED: S.STAGED,
-    WorkflowPhase.ACTIVATING: S.ACTIVATING,
-    WorkflowPhase.TRIAL: S.ACTIVATING,
-}
-_UNDONE = frozenset((WorkflowPhase.REVERTED, WorkflowPhase.FAILED))
 _STALLABLE = frozenset((S.DOWNLOADING, S.VERIFYING, S.TRANSFERRING, S.STAGED, S.ACTIVATING))
-# Failure reasons that say nothing about the release itself: worth another offer.
-_TRANSIENT = frozenset(("fetch", "download", "interrupted", "core-unavailable", "timeout"))
 
 
 def workflow_id(rollout_id: str, release_id: str, attempt: int) -> str:
@@ -371,76 +346,6 @@ def apply(job: Job, event: JobEvent, now: datetime, policy: RetryPolicy) -> _Out
             "job", job.state, repr(event), tuple(f"-> {target}" for target in sorted(targets))
         )
     return replace(new, changed_at=now), commands
-
-
-def observe(job: Job, report: DeviceReport, now: datetime, policy: RetryPolicy) -> JobEvent | None:
-    """The event a device report read at `now` means for `job`, or None when it tells nothing new.
-
-    Reports for another workflow (an older attempt, another rollout) are ignored, except that a
-    soaking job watches what the device runs whatever workflow it reports.
-    """
-    if job.state is S.SOAKING:
-        assert job.soak_until is not None
-        if report.installed_release_id != job.release_id:
-            return Reverted(report.reason or "release-not-active", report.step or "soak")
-        if unhealthy := report.unhealthy_cores():
-            return HealthFailed("cores " + ",".join(unhealthy))
-        if report.seen_at < job.soak_until or report.silent_cores(now, policy.core_silence):
-            return None  # "done" is what the cores show, not what the hub heard
-        return Confirmed()
-    if report.workflow_id != job.workflow_id:
-        return None
-    if job.state is S.CANCELLING:
-        return _undone(job, report)
-    if job.state not in _RANK:
-        return None
-    if report.phase is not None:
-        phase = _phase_state(report)
-        if phase is not None:
-            return Progressed(phase) if _RANK[phase] > _RANK[job.state] else None
-        if report.phase is WorkflowPhase.IDLE:
-            return None
-    elif report.state == AgentState.DEPLOYING:
-        phase = _STEP_PHASE.get(report.step, S.DOWNLOADING)
-        return Progressed(phase) if _RANK[phase] > _RANK[job.state] else None
-    if _installed(report, job):
-        return Activated()
-    step = report.step or "check"
-    failed = report.state == AgentState.FAILED or report.phase is WorkflowPhase.REVERTED
-    if failed and step in ("activate", "confirm"):
-        return Reverted(report.reason or "reverted", step)
-    if job.state is S.ACTIVATING:
-        # The device left activation without the release: it went back by itself.
-        return Reverted(report.reason or "not-installed", step)
-    if report.state == AgentState.FAILED and step == "check" and report.reason not in _TRANSIENT:
-        return Rejected(report.reason or "rejected", step)
-    return Failed(report.reason or "not-installed", step)
-
-
-def _phase_state(report: DeviceReport) -> JobState | None:
-    """The job state of a run still in progress (None: the run ended, or has not begun)."""
-    if report.phase is WorkflowPhase.DOWNLOADING:
-        return _STEP_PHASE.get(report.step, S.DOWNLOADING)
-    return _PHASE_STATE.get(report.phase) if report.phase is not None else None
-
-
-def _installed(report: DeviceReport, job: Job) -> bool:
-    """The run ended with the job's release installed."""
-    ended = (
-        report.phase is WorkflowPhase.CONFIRMED
-        if report.phase is not None
-        else report.state == AgentState.IDLE
-    )
-    return ended and report.installed_release_id == job.release_id
-
-
-def _undone(job: Job, report: DeviceReport) -> JobEvent | None:
-    """A cancelling job's event: the device undid the run, or finished it regardless."""
-    if _installed(report, job):
-        return Activated()
-    if report.phase in _UNDONE or (report.phase is None and report.state != AgentState.DEPLOYING):
-        return Reverted(report.reason or "cancelled", report.step or "cancel")
-    return None
 
 
 def expire(job: Job, now: datetime, policy: RetryPolicy) -> Deadline | None:

@@ -49,7 +49,8 @@ from service.domain.commands import (
     WriteDirector,
 )
 from service.domain.job_events import DeviceReport, JobEvent
-from service.domain.jobs import ACTIVE_STATES, Job, JobState, expire, observe
+from service.domain.job_reports import observe
+from service.domain.jobs import ACTIVE_STATES, Job, JobState, expire
 from service.domain.planner import Candidate, StageFigures, plan_from_hash_set
 from service.domain.rollout import (
     TRANSITIONS,

@@ -17,7 +17,8 @@ import pytest
 
 from infra.simdevice import SimulatedDevice
 from service.domain.job_events import Confirmed, DeviceReport, HealthFailed
-from service.domain.jobs import Job, JobState, observe
+from service.domain.job_reports import observe
+from service.domain.jobs import Job, JobState
 from service.domain.spec import RetryPolicy
 from tests.agent_world import MemoryHub, offer_v1, running_device, wait_for
 from tests.signing_world import World

@@ -27,6 +27,7 @@ from service.domain.job_events import (
     Offered,
     Supersede,
 )
+from service.domain.job_reports import observe
 from service.domain.jobs import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -35,7 +36,6 @@ from service.domain.jobs import (
     apply,
     expire,
     needs_rollback,
-    observe,
     rollback_job,
 )
 from service.domain.planner import Candidate, StageFigures, StagePlan, plan_jobs, stage_hash

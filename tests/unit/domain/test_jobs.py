@@ -27,6 +27,7 @@ from service.domain.job_events import (
     Reverted,
     Supersede,
 )
+from service.domain.job_reports import observe
 from service.domain.jobs import (
     TERMINAL_STATES,
     TRANSITIONS,
@@ -35,7 +36,6 @@ from service.domain.jobs import (
     apply,
     expire,
     needs_rollback,
-    observe,
     rollback_job,
     workflow_id,
 )

@@ -18,6 +18,7 @@ MODULES = [
     "cron",
     "errors",
     "job_events",
+    "job_reports",
     "jobs",
     "planner",
     "rollout",
