@@ -75,8 +75,12 @@ class Fleet:
                 self._report(device, {"state": "idle", "installedReleaseId": running})
                 continue
             self.seen.setdefault(device, set()).add((wid, action))
-            if action != 3:
-                self._report(device, {"state": "idle", "installedReleaseId": running})
+            if action != 3:  # cancelled: the run is undone, as the agent reports it
+                undone = {"name": "reverted", "workflowId": wid, "reason": "cancelled"}
+                self._report(
+                    device, {"state": "idle", "installedReleaseId": running, "phase": undone}
+                )
+                self.progress.pop(device, None)
                 continue
             if self.progress.get(device, ("", 0))[0] != wid:
                 self.progress[device] = (wid, 0)
