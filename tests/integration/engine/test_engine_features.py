@@ -208,16 +208,21 @@ def test_offline_canaries_time_out_and_the_stage_stalls_with_its_reason(storage:
     assert any(n.kind == "stalled-pause" for n in world.notifier.notices.values())
 
 
-def test_an_abort_while_devices_activate_waits_for_them_to_revert(storage: Storage) -> None:
-    # Before, an abort cancelled an activating job at once: the device finished the install and
-    # stayed on the aborted release. Now the job waits CANCELLING for the device's `reverted`.
-    world = World(storage, bad_in_rest=0)
+def _activating(world: World) -> set[str]:
+    """Run into the second stage until some devices are activating; those devices."""
     _run_to_stage(world, 1)
     for _ in range(20):
         if "activating" in world.jobs().values():
             break
         world.step()
-    activating = {d for d, state in world.jobs().items() if state == "activating"}
+    return {d for d, state in world.jobs().items() if state == "activating"}
+
+
+def test_an_abort_while_devices_activate_waits_for_them_to_revert(storage: Storage) -> None:
+    # Before, an abort cancelled an activating job at once: the device finished the install and
+    # stayed on the aborted release. Now the job waits CANCELLING for the device's `reverted`.
+    world = World(storage, bad_in_rest=0)
+    activating = _activating(world)
     assert activating, world.jobs()
     world.command(Abort("alice", "stop"))
     assert {world.jobs()[d] for d in activating} == {"cancelling"}
@@ -232,12 +237,7 @@ def test_a_device_that_finished_before_the_cancel_reached_it_is_rolled_back(
     storage: Storage,
 ) -> None:
     world = World(storage, bad_in_rest=0)
-    _run_to_stage(world, 1)
-    for _ in range(20):
-        if "activating" in world.jobs().values():
-            break
-        world.step()
-    activating = {d for d, state in world.jobs().items() if state == "activating"}
+    activating = _activating(world)
     world.command(Abort("alice", "stop"))
     world.step()  # the devices install before the revoke is written: too late
     assert {world.jobs()[d] for d in activating} == {"failed"}
