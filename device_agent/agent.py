@@ -1,9 +1,12 @@
 """The device agent: the loop that ties the hub, the trust chain, the cores and telemetry together.
 
 One thread owns the cores and the update workflow; hub callbacks (desired patches, direct methods,
-reconnects) only enqueue. Every workflow event is persisted before its commands run, so a crash at
-any instant resumes through `UpdateWorkflow.restore`. The agent never holds a whole target: bytes
-flow from the target source through the signed-length/sha256 verifier into the core's inactive slot.
+reconnects) only enqueue. Between two workflow commands the loop reads its inbox and reports, so
+a cancel reaches the workflow between phases (and a stream into a core stops at its next chunk)
+and the twin shows each phase as it starts. Every workflow event is persisted before its commands
+run, so a crash at any instant resumes through `UpdateWorkflow.restore`. The agent never holds a
+whole target: bytes flow from the target source through the signed-length/sha256 verifier into
+the core's inactive slot.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from device_agent import commands as ops
 from device_agent.intercore import (
     CoreClient,
     CoreEvent,
+    CoreHeartbeat,
     CoreLinkError,
     CoreReverted,
     HostPhase,
     InferenceResult,
 )
+from device_agent.liveness import Liveness
 from device_agent.protocol import (
     AgentState,
     DesiredService,
@@ -42,6 +47,7 @@ from device_agent.protocol import (
     ResultReport,
     TwinError,
     WorkflowAction,
+    WorkflowPhase,
     ack_patch,
     agent_patch,
     encode_batch,
@@ -67,6 +73,9 @@ _FAILED = {
     "revert": "reverted",  # the core's own confirm deadline or boot reverts a trial
     "record": "record_failed",
 }
+
+
+_SKIPPED_ON_CANCEL = frozenset(("activate", "confirm"))
 
 
 def _failure_of(command: Command, exc: Exception) -> Event | None:
@@ -117,6 +126,9 @@ class AgentConfig:
     restart_cores: bool = True
     core_restart_first_s: float = 1.0
     core_restart_max_s: float = 30.0
+    # How often, at most, new heartbeats and inference results refresh the reported twin (the
+    # service ages a core by its last reported heartbeat).
+    liveness_report_s: float = 5.0
 
 
 @dataclass
@@ -171,11 +183,36 @@ class Agent:
         self._restart_delay: dict[str, float] = {}  # core -> the back-off of its next restart
         self._restarted_at: dict[str, float] = {}  # core -> when it was last restarted
         self.core_restarts = 0
+        self.liveness = Liveness(config.liveness_report_s)
+        phase = saved.get("phase") or {}
+        self.phase = WorkflowPhase(phase.get("name", "idle"))
+        self.phase_workflow_id: str | None = phase.get("workflowId")
+        self.phase_reason: str = phase.get("reason", "")
+        self._cancel_for: str | None = None  # a cancelled workflow id, set by the hub's thread
+        self._deferred: Event | None = None  # a deploy that waits for the run it cancelled
 
     # -- inputs from other threads ---------------------------------------------------------------
 
     def on_desired(self, document: dict[str, Any]) -> None:
+        try:
+            desired = parse_desired(document)
+        except TwinError:
+            desired = None  # refused (and logged) by the loop
+        run = self.workflow.run
+        if desired is not None and run is not None and self._ends_run(desired, run.workflow_id):
+            self._cancel_for = run.workflow_id  # a stream under way stops at its next chunk
         self._inbox.put(("desired", document))
+
+    @staticmethod
+    def _ends_run(desired: DesiredService, running: str) -> bool:
+        """A cancel of the run, or a deploy of another workflow (a rollback's offer)."""
+        if desired.action is WorkflowAction.CANCEL:
+            return desired.workflow_id == running
+        return desired.workflow_id != running
+
+    def cancel_requested(self) -> bool:
+        run = self.workflow.run
+        return run is not None and self._cancel_for == run.workflow_id
 
     def on_connected(self) -> None:
         self._inbox.put(("connected", None))
@@ -217,10 +254,16 @@ class Agent:
             self._dispatch(kind, value)
         except queue.Empty:
             pass
-        while not self._inbox.empty():
-            self._dispatch(*self._inbox.get_nowait())
+        self._drain_inbox()
         while self._pending:
             self._execute(self._pending.popleft())
+            self._drain_inbox()  # a cancel between two phases
+            if self._report_dirty:
+                self._report()
+            if not self._pending and self.workflow.run is None and self._deferred is not None:
+                deferred, self._deferred = self._deferred, None
+                self._cancel_for = None
+                self._feed(deferred)
         for core_id, client in self.cores.items():
             try:
                 events = client.poll(0)
@@ -230,6 +273,8 @@ class Agent:
             for event in events:
                 self._core_event(core_id, event)
         now = self._clock()
+        if self.liveness.due(int(now * 1000)):
+            self._report_dirty = True
         self._revive_cores(now)
         if now >= self._next_health:
             self._next_health = now + self.config.health_interval_s
@@ -290,6 +335,10 @@ class Agent:
             self.record_event("crash", core, 1, f"core exited; restarted after {delay:g} s")
             self._report_dirty = True
 
+    def _drain_inbox(self) -> None:
+        while not self._inbox.empty():
+            self._dispatch(*self._inbox.get_nowait())
+
     def _dispatch(self, kind: str, value: Any) -> None:
         if kind == "desired":
             self._handle_desired(value)
@@ -321,7 +370,17 @@ class Agent:
         self._last_retry = desired.retry_timestamp
         self.desired = desired
         kind = "deploy" if desired.action is WorkflowAction.DEPLOY else "cancel"
-        self._feed(Event(kind, workflow_id=desired.workflow_id, retry=retry))
+        event = Event(kind, workflow_id=desired.workflow_id, retry=retry)
+        run = self.workflow.run
+        if run is not None and self._ends_run(desired, run.workflow_id):
+            self._cancel_for = run.workflow_id
+            self._feed(Event("cancel", workflow_id=run.workflow_id))
+            self._deferred = event if kind == "deploy" else None  # runs once the run is undone
+        elif kind == "deploy" or run is None:
+            if run is None and kind == "deploy":
+                self._cancel_for = None  # a retry of a cancelled workflow id runs afresh
+            self._feed(event)
+        # else: a cancel of another (older) workflow than the one running: nothing to do
         self._send_patch(ack_patch(desired))
 
     # -- the workflow's commands -----------------------------------------------------------------
@@ -338,6 +397,11 @@ class Agent:
                 "nextSeq": self.telemetry.next_seq,
                 "lastRetry": self._last_retry,
                 "previousFirmware": self.previous_firmware,
+                "phase": {
+                    "name": self.phase.value,
+                    "workflowId": self.phase_workflow_id,
+                    "reason": self.phase_reason,
+                },
             }
         )
 
@@ -350,8 +414,14 @@ class Agent:
         and the loop lives on; only a power cut (a BaseException) stops it."""
         try:
             self._before_command(command)
-            handler = getattr(ops, f"do_{command.kind}")
-            event = handler(self, command)
+            if command.kind in _SKIPPED_ON_CANCEL and self.cancel_requested():
+                # Cancelled: this core is not switched (or confirmed) at all; the failure
+                # turns the workflow back, and it reverts every core.
+                event: Event | None = Event(
+                    _FAILED[command.kind], core=command.core, reason="cancelled"
+                )
+            else:
+                event = getattr(ops, f"do_{command.kind}")(self, command)
         except Exception as exc:
             log.exception("%s %s failed", command.kind, command.core or "")
             self.logs.append(f"{command.kind} {command.core or ''}: failed: {exc!r}"[:300])
@@ -402,7 +472,11 @@ class Agent:
 
     def _core_event(self, core_id: str, event: CoreEvent) -> None:
         now_ms = int(self._clock() * 1000)
-        if isinstance(event, InferenceResult):
+        if isinstance(event, CoreHeartbeat):
+            self.liveness.heartbeat(core_id, now_ms)
+            self.logs.append(f"{core_id}: {event}")
+        elif isinstance(event, InferenceResult):
+            self.liveness.inference(core_id)
             self.telemetry.add(
                 InferenceRecord(
                     core_id,
@@ -478,6 +552,9 @@ class Agent:
             installed_release=self.installed().release_id,
             last_result=self.last_result,
             cores=ops.core_reports(self),
+            phase=self.phase,
+            phase_workflow_id=self.phase_workflow_id,
+            phase_reason=self.phase_reason,
         )
 
     def _report(self) -> None:

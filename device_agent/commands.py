@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from device_agent.intercore import CoreLinkError, CoreRefusedError, ModelTarget
-from device_agent.protocol import CoreReport, ResultReport
+from device_agent.protocol import CoreReport, CoreState, ResultReport
 from device_agent.target_source import SourceError, resumable
 from device_agent.workflow import Command, Event, StagePlan
 from signing import FetchError, SigningError, UpdateRejected
@@ -27,7 +27,16 @@ if TYPE_CHECKING:
 __all__ = ["core_reports", "handle", "verified_chunks"]
 
 
+class Cancelled(SourceError):
+    """The service cancelled the workflow while its bytes streamed into a core."""
+
+    def __init__(self) -> None:
+        super().__init__("the workflow was cancelled", transient=False)
+
+
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, Cancelled):
+        return "cancelled"
     if isinstance(exc, UpdateRejected):
         return exc.reason
     if isinstance(exc, CoreRefusedError):
@@ -58,6 +67,8 @@ def verified_chunks(agent: Agent, target: VerifiedTarget) -> Iterator[bytes]:
     """
     verifier = target.verifier()
     for chunk in resumable(agent.source(), target.url_path(), target.length):
+        if agent.cancel_requested():
+            raise Cancelled()  # checked per chunk: the core discards the partial slot
         verifier.update(chunk)
         yield chunk
     agent._verdicts[target.path] = verifier.finish()
@@ -162,6 +173,7 @@ def do_activate(agent: Agent, command: Command) -> Event:
         agent.record_event("selftest", core, 1, _reason(exc))
         return Event("activate_failed", core=core, reason=_reason(exc), detail=str(exc)[:300])
     agent.record_event("activate", core, 0, report.summary)
+    agent.liveness.activated(core, int(agent._clock() * 1000))
     return Event("activated", core=core)
 
 
@@ -237,6 +249,9 @@ def do_record(agent: Agent, command: Command) -> Event:
 
 
 def do_report(agent: Agent, command: Command) -> None:
+    if command.phase is not None:
+        agent.phase, agent.phase_workflow_id = command.phase, command.workflow_id
+        agent.phase_reason = command.reason
     if command.state in ("idle", "failed"):
         agent.previous_firmware.clear()  # the run is over: its firmware choice is final
         agent.persist()
@@ -252,20 +267,34 @@ def core_reports(agent: Agent) -> dict[str, CoreReport]:
         try:
             status = client.status()
         except CoreLinkError:
-            reports[core_id] = CoreReport("unknown", "offline")
+            reports[core_id] = CoreReport("unknown", CoreState.OFFLINE)
             continue
         running = status.running
-        state = "selftest" if status.trial_slot is not None else status.state
+        live = agent.liveness.core(core_id)
         reports[core_id] = CoreReport(
             status.firmware_version,
-            state,
+            _core_state(status.state, status.trial_slot is not None),
             None if running is None else "AB"[running.slot % 2],
             running.model_id if running else None,
             running.version if running else None,
             running.sha256 if running else None,
             None if status.last_reason in ("OK", "NONE") else ResultReport(1, status.last_reason),
+            live.activated_at_ms,
+            live.heartbeat_at_ms,
+            live.inferences,
         )
     return reports
+
+
+def _core_state(state: str, trial: bool) -> CoreState:
+    """The reported state of a core's own state name; one the contract does not know is a
+    fault (the service must not read an unknown state as healthy)."""
+    if trial or state == "trial":
+        return CoreState.SELFTEST
+    try:
+        return CoreState(state)
+    except ValueError:
+        return CoreState.FAULT
 
 
 # -- direct methods -----------------------------------------------------------------------------

@@ -25,6 +25,12 @@ Invariants:
   back by itself) changes nothing.
 - An event that the current state does not expect raises `WorkflowError` naming both; the
   answer of a step that a failure overtook (a late `confirmed` while reverting) is ignored.
+- Every report names the run's `WorkflowPhase` (downloading, staged, activating, trial,
+  confirmed, reverted, failed). A cancel is honoured up to recording: before activation it
+  aborts (undoing any firmware switch), from activation on it reverts every core; the run
+  then reports `reverted` with reason `cancelled`. The answer under way finishes first (one
+  command at a time), so a cancel never leaves a core half-switched. Once recording began the
+  release is installed and the run reports `confirmed`: the service rolls the device back.
 - `restore()` rebuilds the machine after a crash from its persisted snapshot: a crash before
   activation starts the update over, during activation reverts every core, during confirmation
   confirms every core (or reverts all if one cannot be confirmed): never a half-installed release.
@@ -36,6 +42,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from device_agent.protocol import WorkflowPhase
 
 __all__ = [
     "Command",
@@ -96,6 +104,8 @@ class Command:
     reason: str = ""
     detail: str = ""
     step: str = ""
+    phase: WorkflowPhase | None = None  # for report: the run's phase
+    workflow_id: str | None = None  # for report: the run the phase is about
 
 
 @dataclass
@@ -125,7 +135,13 @@ def _ignored(event: Event) -> list[Command]:
 
 
 def _report(
-    state: str, run: _Run | None, *, reason: str = "", detail: str = "", step: str = ""
+    state: str,
+    run: _Run | None,
+    phase: WorkflowPhase,
+    *,
+    reason: str = "",
+    detail: str = "",
+    step: str = "",
 ) -> Command:
     return Command(
         "report",
@@ -134,7 +150,12 @@ def _report(
         reason=reason,
         detail=detail,
         step=step,
+        phase=phase,
+        workflow_id=run.workflow_id if run else None,
     )
+
+
+_P = WorkflowPhase
 
 
 @dataclass
@@ -158,7 +179,9 @@ class UpdateWorkflow:
             (Phase.CHECKING, "cancel"): self._cancel_before_transfer,
             (Phase.STAGING, "staged"): self._staged,
             (Phase.STAGING, "stage_failed"): self._stage_failed,
-            (Phase.STAGING, "cancel"): self._cancel_staging,
+            (Phase.STAGING, "cancel"): self._cancel_later,
+            (Phase.ACTIVATING, "cancel"): self._cancel_later,
+            (Phase.CONFIRMING, "cancel"): self._cancel_later,
             (Phase.ABORTING, "aborted"): self._aborted,
             (Phase.ACTIVATING, "activated"): self._activated,
             (Phase.ACTIVATING, "activate_failed"): self._activate_failed,
@@ -223,14 +246,16 @@ class UpdateWorkflow:
             # Nothing was activated (a staged slot is never run unless activated): start over.
             self.phase = Phase.CHECKING
             self.run = _Run(self.run.workflow_id)
-            return [_report("deploying", self.run, step="resume"), Command("check")]
+            return [
+                _report("deploying", self.run, _P.DOWNLOADING, step="resume"),
+                Command("check"),
+            ]
         if phase is Phase.RECORDING:
             # Every core confirmed; what is left is to write down what they run.
             self.phase = Phase.RECORDING
             return [Command("record", release_id=self.run.release_id)]
         if phase is Phase.ABORTING:
-            reason, detail, step = self.run.failure or ("interrupted", "", "stage")
-            return self._finish("failed", reason=reason, detail=detail, step=step)
+            return self._end_aborted(self.run.failure or ("interrupted", "", "stage"))
         self.run.answered = frozenset()
         if phase is Phase.CONFIRMING:
             # Every core passed its self-test: finish forwards; a core that reverted on its own
@@ -255,17 +280,18 @@ class UpdateWorkflow:
             return []  # a duplicate deployment, as Azure Device Update treats it
         self.run = _Run(event.workflow_id)
         self.phase = Phase.CHECKING
-        return [_report("deploying", self.run, step="check"), Command("check")]
+        return [_report("deploying", self.run, _P.DOWNLOADING, step="check"), Command("check")]
 
     def _checked(self, event: Event) -> list[Command]:
         assert self.run is not None
         if not event.plans:
-            return self._finish("idle", step="check", detail="up to date")
+            return self._finish("idle", _P.CONFIRMED, step="check", detail="up to date")
         refused = [p for p in event.plans if p.kind not in self.allowed_kinds]
         self.run.release_id, self.run.plans = event.release_id, event.plans
         if refused:
             return self._finish(
                 "failed",
+                _P.FAILED,
                 reason="kind-not-allowed",
                 step="check",
                 detail=f"{refused[0].path}: this profile does not install "
@@ -275,10 +301,12 @@ class UpdateWorkflow:
         return [Command("stage", core=event.plans[0].core, plan=event.plans[0])]
 
     def _check_failed(self, event: Event) -> list[Command]:
-        return self._finish("failed", reason=event.reason, detail=event.detail, step="check")
+        return self._finish(
+            "failed", _P.FAILED, reason=event.reason, detail=event.detail, step="check"
+        )
 
     def _cancel_before_transfer(self, event: Event) -> list[Command]:
-        return self._finish("idle", reason="cancelled", step="check")
+        return self._finish("idle", _P.REVERTED, reason="cancelled", step="check")
 
     def _staged(self, event: Event) -> list[Command]:
         run = self.run
@@ -293,14 +321,20 @@ class UpdateWorkflow:
             plan = run.plans[run.staged]
             return [Command("stage", core=plan.core, plan=plan)]
         self.phase = Phase.ACTIVATING
-        return [_report("deploying", run, step="activate"), *self._each("activate")]
+        return [
+            _report("deploying", run, _P.STAGED, step="stage"),
+            _report("deploying", run, _P.ACTIVATING, step="activate"),
+            *self._each("activate"),
+        ]
 
     def _stage_failed(self, event: Event) -> list[Command]:
-        return self._abort((event.reason, event.detail, "stage"))
-
-    def _cancel_staging(self, event: Event) -> list[Command]:
         assert self.run is not None
-        self.run.cancel = True  # the transfer under way ends with staged/stage_failed
+        reason = "cancelled" if self.run.cancel else event.reason
+        return self._abort((reason, event.detail, "stage"))
+
+    def _cancel_later(self, event: Event) -> list[Command]:
+        assert self.run is not None
+        self.run.cancel = True  # the step under way answers first; that answer turns back
         return []
 
     def _abort(self, failure: tuple[str, str, str]) -> list[Command]:
@@ -316,20 +350,27 @@ class UpdateWorkflow:
         run.answered |= {event.core or ""}
         if run.answered < run.cores:
             return self._each("abort")
-        reason, detail, step = run.failure or ("aborted", "", "stage")
-        state = "idle" if reason == "cancelled" else "failed"
-        return self._finish(state, reason=reason, detail=detail, step=step)
+        return self._end_aborted(run.failure or ("aborted", "", "stage"))
+
+    def _end_aborted(self, failure: tuple[str, str, str]) -> list[Command]:
+        """A run undone before activation: `reverted` when cancelled, else `failed`."""
+        reason, detail, step = failure
+        if reason == "cancelled":
+            return self._finish("idle", _P.REVERTED, reason=reason, detail=detail, step=step)
+        return self._finish("failed", _P.FAILED, reason=reason, detail=detail, step=step)
 
     def _activated(self, event: Event) -> list[Command]:
         run = self.run
         assert run is not None
         run.activated |= {event.core or ""}
         run.answered |= {event.core or ""}
+        if run.cancel:
+            return self._revert_all(("cancelled", "", "activate"))
         if run.answered < run.cores:
             return self._each("activate")
         run.answered = frozenset()
         self.phase = Phase.CONFIRMING
-        return self._each("confirm")
+        return [_report("deploying", run, _P.TRIAL, step="confirm"), *self._each("confirm")]
 
     def _activate_failed(self, event: Event) -> list[Command]:
         # The cores not yet activated are not activated: every core goes back (a revert of a
@@ -358,13 +399,15 @@ class UpdateWorkflow:
         assert run is not None
         run.confirmed |= {event.core or ""}
         run.answered |= {event.core or ""}
+        if run.cancel:
+            return self._revert_all(("cancelled", "", "confirm"))
         if run.confirmed < run.cores:
             return self._each("confirm")
         self.phase = Phase.RECORDING
         return [Command("record", release_id=run.release_id)]
 
     def _recorded(self, event: Event) -> list[Command]:
-        return self._finish("idle", step="confirm")
+        return self._finish("idle", _P.CONFIRMED, step="confirm")
 
     def _record_failed(self, event: Event) -> list[Command]:
         return self._revert_all((event.reason, event.detail, "record"))
@@ -380,13 +423,20 @@ class UpdateWorkflow:
             return self._each("revert")
         reason, detail, step = run.failure or ("reverted", "", "activate")
         detail = f"every core reverted to its previous release; {detail}".rstrip("; ")
-        return self._finish("failed", reason=reason, detail=detail, step=step)
+        state = "idle" if reason == "cancelled" else "failed"
+        return self._finish(state, _P.REVERTED, reason=reason, detail=detail, step=step)
 
     def _finish(
-        self, state: str, *, reason: str = "", detail: str = "", step: str = ""
+        self,
+        state: str,
+        phase: WorkflowPhase,
+        *,
+        reason: str = "",
+        detail: str = "",
+        step: str = "",
     ) -> list[Command]:
         run = self.run
-        report = _report(state, run, reason=reason, detail=detail, step=step)
+        report = _report(state, run, phase, reason=reason, detail=detail, step=step)
         self.last_completed = run.workflow_id if run else self.last_completed
         self.phase, self.run = Phase.IDLE, None
         return [report]

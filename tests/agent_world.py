@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,7 @@ def simulated_device(
     device_id: str = "dev-1",
     period_s: float = 0.05,
     health_interval_s: float = 30.0,
+    restart_cores: bool = True,
 ) -> SimulatedDevice:
     """An MT3620 device (agent and two real core processes) reading `world`'s store."""
     return SimulatedDevice(
@@ -112,6 +114,7 @@ def simulated_device(
         hub=hub,
         store=world.store,
         health_interval_s=health_interval_s,
+        restart_cores=restart_cores,
         cores={
             "m4-0": CoreSpec(inference_period_s=period_s, seed=1),
             "m4-1": CoreSpec(inference_period_s=period_s, seed=2),
@@ -126,3 +129,27 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what or predicate}")
+
+
+V1 = {"m4-0": "kws-v1.0.0", "m4-1": "vibration-v1.0.0"}
+
+
+@contextmanager
+def running_device(tmp: Path, **options: Any) -> Iterator[tuple[World, MemoryHub, SimulatedDevice]]:
+    """A repository world, a hub and a started device (`simulated_device` options), stopped
+    on exit."""
+    world = World(tmp / "world")
+    hub = MemoryHub("dev-1")
+    device = simulated_device(tmp, world, hub, **options)
+    device.start()
+    try:
+        yield world, hub, device
+    finally:
+        device.stop()
+
+
+def offer_v1(world: World, hub: MemoryHub, device: SimulatedDevice, workflow: str) -> None:
+    """Sign release r1 (v1 models on both cores), assign it and offer it as `workflow`."""
+    sign_prebuilt(world, "r1", V1)
+    world.director.assign("dev-1", "mt3620", "r1", world.now)
+    device.agent.on_desired(hub.set_desired(deploy(workflow, "dev-1")))

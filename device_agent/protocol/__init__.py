@@ -20,14 +20,17 @@ from device_agent.protocol.twin import (
     COMPONENT,
     AgentState,
     CoreReport,
+    CoreState,
     DesiredService,
     ReportedAgent,
     ResultReport,
     TwinError,
     WorkflowAction,
+    WorkflowPhase,
     ack_patch,
     agent_patch,
     parse_desired,
+    parse_reported,
 )
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "AgentState",
     "BatchBuilder",
     "CoreReport",
+    "CoreState",
     "DesiredService",
     "EventRecord",
     "HealthRecord",
@@ -46,10 +50,12 @@ __all__ = [
     "TelemetryError",
     "TwinError",
     "WorkflowAction",
+    "WorkflowPhase",
     "ack_patch",
     "agent_patch",
     "decode_batch",
     "encode_batch",
     "message_properties",
     "parse_desired",
+    "parse_reported",
 ]

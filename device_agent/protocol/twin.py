@@ -9,14 +9,19 @@ Invariants:
 - Parsing never raises anything but `TwinError`, whose `reason` is a short code.
 - A desired document is accepted only with a numeric root `$version`.
 - Reported documents stay within the hub's 32 KB reported-properties budget (checked by `encode`).
+- `parse_reported(ReportedAgent.to_json())` gives back an equal value: the agent writes and the
+  service reads the one shape, through these enums (`WorkflowPhase`, `CoreState`); a value the
+  enums do not know reads as `TwinError("bad-reported", ...)`, never as a guess.
+- A phase is always about one workflow: `phase.workflowId` names the run it describes, which may
+  differ from the desired `workflow.id` (the agent has not picked the new one up yet).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from enum import IntEnum, StrEnum
-from typing import Any
+from enum import Enum, IntEnum, StrEnum
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -24,19 +29,23 @@ __all__ = [
     "MAX_REPORTED_BYTES",
     "AgentState",
     "CoreReport",
+    "CoreState",
     "DesiredService",
     "ReportedAgent",
     "ResultReport",
     "TwinError",
     "WorkflowAction",
+    "WorkflowPhase",
     "ack_patch",
     "agent_patch",
     "parse_desired",
+    "parse_reported",
 ]
 
 COMPONENT = "tinyfleet"
 MAX_REPORTED_BYTES = 32 * 1024
 MAX_ID = 128
+_E = TypeVar("_E", bound=Enum)
 
 
 class TwinError(ValueError):
@@ -55,6 +64,41 @@ class AgentState(StrEnum):
     IDLE = "idle"
     DEPLOYING = "deploying"
     FAILED = "failed"
+
+
+class WorkflowPhase(StrEnum):
+    """Where the agent's run of one workflow is, in order; the last three end the run.
+
+    downloading: metadata checked, targets streaming into the cores' inactive slots (a firmware
+    target boots its core as it is staged); staged: every target is in its slot, nothing runs
+    it; activating: cores switching to the new slots; trial: every core runs the new model and
+    passed its self-test, not yet confirmed; confirmed: the release is installed (also when the
+    device was already up to date); reverted: every core is back on what it ran before
+    (`reason` says why: `cancelled`, a self-test code, ...); failed: the run ended before
+    anything was activated (`reason` is the code), nothing was changed.
+    """
+
+    IDLE = "idle"
+    DOWNLOADING = "downloading"
+    STAGED = "staged"
+    ACTIVATING = "activating"
+    TRIAL = "trial"
+    CONFIRMED = "confirmed"
+    REVERTED = "reverted"
+    FAILED = "failed"
+
+
+class CoreState(StrEnum):
+    """What a core is doing, as its agent sees it (the core's own state, or `offline`)."""
+
+    EMPTY = "empty"
+    RUNNING = "running"
+    RECEIVING = "receiving"
+    STAGED = "staged"
+    SELFTEST = "selftest"
+    REVERTED = "reverted"
+    FAULT = "fault"
+    OFFLINE = "offline"
 
 
 @dataclass(frozen=True)
@@ -162,18 +206,25 @@ class ResultReport:
 
 @dataclass(frozen=True)
 class CoreReport:
+    """One core: what it runs (its active slot's model), its state, and its liveness since the
+    last activation, observed by the agent: when the core's last heartbeat arrived (agent clock,
+    ms since the epoch) and how many inference results it sent since it was activated."""
+
     firmware_version: str
-    state: str  # running | staged | selftest | reverted | fault | offline
+    state: CoreState
     slot: str | None = None
     model_id: str | None = None
     model_version: str | None = None
     model_sha256: str | None = None
     last_result: ResultReport | None = None
+    activated_at_ms: int | None = None
+    heartbeat_at_ms: int | None = None
+    inferences: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "firmwareVersion": self.firmware_version,
-            "state": self.state,
+            "state": self.state.value,
             "slot": self.slot,
             "activeModel": None
             if self.model_id is None
@@ -183,6 +234,9 @@ class CoreReport:
                 "sha256": self.model_sha256,
             },
             "lastResult": self.last_result.to_json() if self.last_result else None,
+            "activatedAtMs": self.activated_at_ms,
+            "heartbeatAtMs": self.heartbeat_at_ms,
+            "inferences": self.inferences,
         }
 
 
@@ -197,6 +251,9 @@ class ReportedAgent:
     installed_release: str | None = None
     last_result: ResultReport | None = None
     cores: dict[str, CoreReport] = field(default_factory=dict)
+    phase: WorkflowPhase = WorkflowPhase.IDLE
+    phase_workflow_id: str | None = None  # the run the phase is about
+    phase_reason: str = ""  # the code of a failed or reverted run (`cancelled`, `target-hash`)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -213,7 +270,108 @@ class ReportedAgent:
             "installedReleaseId": self.installed_release,
             "lastResult": self.last_result.to_json() if self.last_result else None,
             "cores": {core: report.to_json() for core, report in sorted(self.cores.items())},
+            "phase": {
+                "name": self.phase.value,
+                "workflowId": self.phase_workflow_id,
+                "reason": self.phase_reason[:64],
+            },
         }
+
+
+def _str(document: dict[str, Any], key: str, *, optional: bool = True, limit: int = 256) -> Any:
+    value = document.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise TwinError("bad-reported", f"{key} must be a string of at most {limit} characters")
+    return value
+
+
+def _int(document: dict[str, Any], key: str) -> int | None:
+    value = document.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TwinError("bad-reported", f"{key} must be a non-negative integer")
+    return value
+
+
+def _obj(document: dict[str, Any], key: str) -> dict[str, Any] | None:
+    value = document.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TwinError("bad-reported", f"{key} must be an object")
+    return value
+
+
+def _enum(kind: type[_E], value: object, key: str) -> _E:
+    try:
+        return kind(value)
+    except ValueError as exc:
+        known = ", ".join(str(member.value) for member in kind)
+        raise TwinError("bad-reported", f"{key} {value!r} is not one of {known}") from exc
+
+
+def _result(document: dict[str, Any] | None) -> ResultReport | None:
+    if document is None:
+        return None
+    code = _int(document, "code")
+    return ResultReport(
+        code if code is not None else 0,
+        _str(document, "reason") or "",
+        _str(document, "detail", limit=512) or "",
+        _str(document, "step") or "",
+    )
+
+
+def _core(document: dict[str, Any]) -> CoreReport:
+    model = _obj(document, "activeModel") or {}
+    return CoreReport(
+        _str(document, "firmwareVersion") or "unknown",
+        _enum(CoreState, document.get("state"), "core state"),
+        _str(document, "slot"),
+        _str(model, "modelId"),
+        _str(model, "version"),
+        _str(model, "sha256"),
+        _result(_obj(document, "lastResult")),
+        _int(document, "activatedAtMs"),
+        _int(document, "heartbeatAtMs"),
+        _int(document, "inferences") or 0,
+    )
+
+
+def parse_reported(document: object) -> ReportedAgent:
+    """The typed `tinyfleet.agent` value of a reported document (`ReportedAgent.to_json`).
+
+    Raises:
+        TwinError: `bad-reported` naming the field that is missing, mistyped or unknown.
+    """
+    if not isinstance(document, dict):
+        raise TwinError("bad-reported", "the agent property must be an object")
+    workflow = _obj(document, "workflow")
+    phase = _obj(document, "phase") or {}
+    cores = _obj(document, "cores") or {}
+    if len(cores) > 16:
+        raise TwinError("bad-reported", f"{len(cores)} cores is more than 16")
+    action = None if workflow is None else workflow.get("action", int(WorkflowAction.DEPLOY))
+    return ReportedAgent(
+        agent_version=_str(document, "agentVersion") or "",
+        profile=_str(document, "profile") or "",
+        hardware_id=_str(document, "hardwareId") or "",
+        state=_enum(AgentState, document.get("state"), "state"),
+        workflow_action=None if action is None else _enum(WorkflowAction, action, "action"),
+        workflow_id=None if workflow is None else _str(workflow, "id", limit=MAX_ID),
+        installed_release=_str(document, "installedReleaseId"),
+        last_result=_result(_obj(document, "lastResult")),
+        cores={
+            str(core): _core(report if isinstance(report, dict) else {})
+            for core, report in cores.items()
+        },
+        phase=_enum(WorkflowPhase, phase.get("name", "idle"), "phase"),
+        phase_workflow_id=_str(phase, "workflowId", limit=MAX_ID),
+        phase_reason=_str(phase, "reason") or "",
+    )
 
 
 def _encode(patch: dict[str, Any]) -> bytes:

@@ -1,9 +1,10 @@
 """The pure core of the service: rollout and device-job state machines, planning, schedules.
 
-No I/O, no clock reads (time is a parameter), standard library only (plus `zoneinfo`). The rollout
-engine drives it: `rollout.decide(rollout, summary, now, events) -> Decision(rollout, commands)`,
-`jobs.observe`/`jobs.expire`/`jobs.apply` per device, `planner` for stages and offers; it saves
-each decision with its commands in one transaction (the outbox). The design is explained in
+No I/O, no clock reads (time is a parameter), standard library only (plus `zoneinfo` and the pure
+wire contract `device_agent.protocol`, through which device reports are read). The rollout engine
+drives it: `rollout.decide(rollout, summary, now, events) -> Decision(rollout, commands)`,
+`job_reports.observe`/`jobs.expire`/`jobs.apply` per device, `planner` for stages and offers; it
+saves each decision with its commands in one transaction (the outbox). The design is explained in
 `docs/decisions/0005-rollout-state-machine.md`. The health gates (`gates`, `rollups`, `stats`)
 live here too and are imported by module name.
 """

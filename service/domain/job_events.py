@@ -3,15 +3,25 @@
 `jobs.observe` derives Progressed, Activated, Confirmed, Rejected, Failed, Reverted and
 HealthFailed from the device's reported twin; `jobs.expire` derives Deadline from the clock; the
 engine sends Offered, Cancel and Supersede, and per-device HealthFailed verdicts from telemetry.
-`DeviceReport` is the device's side of it: what its reported twin says.
+`DeviceReport` is the device's side of it: what its reported twin says, read through the wire
+contract's parser (`device_agent.protocol.parse_reported`, which DESIGN lets the service
+import), so the service never reads the device's strings itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeAlias
+
+from device_agent.protocol import (
+    AgentState,
+    CoreReport,
+    CoreState,
+    WorkflowPhase,
+    parse_reported,
+)
 
 if TYPE_CHECKING:
     from service.domain.jobs import JobState
@@ -20,6 +30,7 @@ __all__ = [
     "Activated",
     "Cancel",
     "Confirmed",
+    "CoreHealth",
     "Deadline",
     "DeviceReport",
     "Failed",
@@ -33,54 +44,90 @@ __all__ = [
 ]
 
 
-_HEALTHY_CORE_STATES = frozenset(("running", "staged", "selftest"))
+_HEALTHY_CORE_STATES = frozenset((CoreState.RUNNING, CoreState.STAGED, CoreState.SELFTEST))
+_MS = timedelta(milliseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class CoreHealth:
+    """One core, as its agent reported it: its state and its liveness since its activation."""
+
+    state: CoreState
+    activated_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    inferences: int = 0  # inference results since `activated_at`
+
+    def alive_at(self, now: datetime, silence: timedelta) -> bool:
+        """Whether the core showed itself: a heartbeat after its activation no older than
+        `silence` at `now`, and at least one inference result since the activation."""
+        beat = self.heartbeat_at
+        if beat is None or now - beat > silence or self.inferences < 1:
+            return False
+        return self.activated_at is None or beat >= self.activated_at
 
 
 @dataclass(frozen=True)
 class DeviceReport:
-    """What the device's reported twin (`tinyfleet.agent`) says, and when it was last heard."""
+    """What the device's reported twin (`tinyfleet.agent`) says, and when it was last heard.
 
-    state: str  # idle | deploying | failed
+    `phase` is the agent's `WorkflowPhase` for `workflow_id` (None from an agent that does not
+    report phases: then `state` and `step` tell the phase)."""
+
+    state: AgentState
     workflow_id: str | None
     installed_release_id: str | None
     seen_at: datetime
     reason: str = ""
     step: str = ""
-    core_states: Mapping[str, str] | None = None  # core id -> running | staged | ... | fault
+    cores: Mapping[str, CoreHealth] | None = None
+    phase: WorkflowPhase | None = None
 
     @classmethod
     def from_twin(cls, agent: Mapping[str, object], seen_at: datetime) -> DeviceReport:
-        """Read the shapes of `device_agent.protocol.ReportedAgent.to_json`; unknown or missing
-        fields read as absent (the twin is device-written and untrusted)."""
-        workflow = agent.get("workflow")
-        result = agent.get("lastResult")
-        cores = agent.get("cores")
+        """Read `tinyfleet.agent` through the wire contract's one parser
+        (`device_agent.protocol.parse_reported`).
+
+        Raises:
+            TwinError: the device-written document does not follow the contract.
+        """
+        reported = parse_reported(dict(agent))
+        result = reported.last_result
+        has_phase = isinstance(agent.get("phase"), dict)
         return cls(
-            state=_text(agent.get("state")),
-            workflow_id=_text(workflow.get("id")) or None if isinstance(workflow, dict) else None,
-            installed_release_id=_text(agent.get("installedReleaseId")) or None,
+            state=reported.state,
+            workflow_id=(reported.phase_workflow_id if has_phase else None) or reported.workflow_id,
+            installed_release_id=reported.installed_release,
             seen_at=seen_at,
-            reason=_text(result.get("reason")) if isinstance(result, dict) else "",
-            step=_text(result.get("step")) if isinstance(result, dict) else "",
-            core_states={
-                str(core): _text(report.get("state"))
-                for core, report in cores.items()
-                if isinstance(report, dict)
-            }
-            if isinstance(cores, dict)
-            else None,
+            reason=reported.phase_reason or (result.reason if result else ""),
+            step=result.step if result else "",
+            cores={core: _health(report) for core, report in reported.cores.items()},
+            phase=reported.phase if has_phase else None,
         )
 
     def unhealthy_cores(self) -> list[str]:
         return sorted(
-            f"{core}:{state or 'unknown'}"
-            for core, state in (self.core_states or {}).items()
-            if state not in _HEALTHY_CORE_STATES
+            f"{core}:{health.state.value}"
+            for core, health in (self.cores or {}).items()
+            if health.state not in _HEALTHY_CORE_STATES
         )
 
+    def silent_cores(self, now: datetime, silence: timedelta) -> list[str]:
+        """The cores that did not show themselves alive since their activation (see
+        `CoreHealth.alive_at`); a report without cores has every core silent."""
+        if not self.cores:
+            return ["*"]
+        return sorted(c for c, h in self.cores.items() if not h.alive_at(now, silence))
 
-def _text(value: object) -> str:
-    return value[:256] if isinstance(value, str) else ""
+
+def _at(ms: int | None) -> datetime | None:
+    return None if ms is None else _EPOCH + ms * _MS
+
+
+def _health(report: CoreReport) -> CoreHealth:
+    return CoreHealth(
+        report.state, _at(report.activated_at_ms), _at(report.heartbeat_at_ms), report.inferences
+    )
 
 
 @dataclass(frozen=True)
@@ -128,7 +175,7 @@ class HealthFailed:
 
 @dataclass(frozen=True)
 class Deadline:
-    pass
+    stalled: bool = False  # no phase progress for `retry.install_stall`, not the job's deadline
 
 
 @dataclass(frozen=True)

@@ -1,28 +1,42 @@
 """The device job state machine: one device, one release, one rollout. Pure; time is a parameter.
 
-    PENDING ─Offered─▶ OFFERED ─Progressed─▶ DOWNLOADING ─▶ VERIFYING ─▶ TRANSFERRING ─▶ ACTIVATING
+    PENDING ─Offered─▶ OFFERED ─Progressed─▶ DOWNLOADING ─▶ VERIFYING ─▶ TRANSFERRING ─▶ STAGED
+            ─▶ ACTIVATING (the agent's `activating` and `trial` phases)
     OFFERED .. ACTIVATING ─Activated (the new release runs)─▶ SOAKING
     (a report may skip phases: the twin holds only the device's latest state)
-    SOAKING ──Confirmed (seen healthy, on the release, at or after soak_until)──▶ CONFIRMED
-    before ACTIVATING: Rejected ─▶ REJECTED   Failed ─▶ PENDING (retry after back-off) | FAILED
+    SOAKING ──Confirmed (on the release, every core alive since activation, at or after
+               soak_until)──▶ CONFIRMED
+    before STAGED:     Rejected ─▶ REJECTED   Failed ─▶ PENDING (retry after back-off) | FAILED
                        Deadline ─▶ PENDING (retry) | TIMED_OUT   Cancel ─▶ CANCELLED (+ RevokeOffer)
+    STAGED/ACTIVATING: Cancel ─▶ CANCELLING (+ RevokeOffer): the device must undo what it did
+    CANCELLING:        Reverted (the device reports `reverted`) ─▶ CANCELLED
+                       Activated (it finished on the release) | Deadline ─▶ FAILED, step `cancel`
+                       (a rollback sends it back: `needs_rollback`)
     from OFFERED on:   Reverted ─▶ REVERTED (the device went back to its previous release)
     ACTIVATING/SOAKING: HealthFailed ─▶ FAILED   Deadline ─▶ TIMED_OUT   (never retried)
     any live state:    Supersede ─▶ CANCELLED (a rollback job replaces this one)
 
-Events come from two places: `observe(job, report, now)` turns the device's reported twin
-(`DeviceReport`, read from `tinyfleet.agent`) into at most one event; `expire(job, now)` turns a
-passed deadline into `Deadline`. The engine (and the rollout machine, through it) adds `Offered`,
-`Cancel`, `Supersede` and per-device `HealthFailed` verdicts from telemetry.
+Events come from two places: `job_reports.observe(job, report, now, policy)` turns the
+device's reported twin (`DeviceReport`, read from `tinyfleet.agent`) into at most one event;
+`expire(job, now, policy)` turns a passed deadline (or a stalled install) into `Deadline`.
+The engine (and the rollout machine, through it) adds `Offered`, `Cancel`, `Supersede` and
+per-device `HealthFailed` verdicts from telemetry.
 
 Invariants:
 - Every (state, event) pair not in `TRANSITIONS` raises `InvalidTransitionError` naming both;
   `observe` and `expire` only return events the current state accepts.
 - Progress is monotonic: a report of an earlier phase (a restarted agent re-checking) changes
   nothing; terminal states never change (stale reports are ignored by `observe`).
-- "Done" is observed (DESIGN decision 5): CONFIRMED needs a report whose `installed_release_id`
-  is the job's release, with no faulty core, seen at or after `soak_until`. Silence until
-  `soak_until + confirm_grace` is TIMED_OUT, never CONFIRMED.
+- "Done" is observed on the cores (DESIGN decision 5): CONFIRMED needs a report whose
+  `installed_release_id` is the job's release, seen at or after `soak_until`, in which no core
+  is faulty and every core sent a heartbeat after its activation, no older than
+  `retry.core_silence` at `now`, and at least one inference result. Hub activity (which any
+  telemetry refreshes) never confirms. Silence until `soak_until + confirm_grace` is
+  TIMED_OUT, never CONFIRMED.
+- A cancel never loses a device: a job whose device may have changed something (STAGED,
+  ACTIVATING) waits in CANCELLING until the device reports `reverted`; if it reports the
+  release installed instead, or stays silent past `retry.in_progress_timeout`, the job ends
+  FAILED at step `cancel`, which `needs_rollback`.
 - An offer no progress report answers times out after `retry.offer_timeout` (a day by
   default): an offline device keeps its offer that long and catches up when it returns (AWS IoT
   Jobs semantics), but a stage never waits on it for ever; the in-progress timeout then starts
@@ -30,6 +44,10 @@ Invariants:
 - Each offer has its own workflow id `rollout.release.attempt`, so a report about an older
   attempt cannot move the current one; a job makes at most `1 + max_retries` offers
   (`attempt - earlier_attempts`).
+- An install never hangs: a job in progress (DOWNLOADING .. ACTIVATING) whose device reports
+  no new phase for `retry.install_stall` (`deadlines.install_seconds`) gets
+  `Deadline(stalled=True)`, reason `install-stalled` at the phase it stalled in: retried
+  before activation like any deadline, TIMED_OUT from ACTIVATING on.
 - Only failures before activation (a download, a transfer, a silent device) are retried; a
   rejection, a revert or an unhealthy soak means the release does not work there.
 """
@@ -49,7 +67,6 @@ from service.domain.job_events import (
     Cancel,
     Confirmed,
     Deadline,
-    DeviceReport,
     Failed,
     HealthFailed,
     JobEvent,
@@ -64,6 +81,7 @@ from service.domain.spec import RetryPolicy
 __all__ = [
     "ACTIVE_STATES",
     "FAILURE_STATES",
+    "PROGRESS",
     "TERMINAL_STATES",
     "TRANSITIONS",
     "Job",
@@ -71,7 +89,6 @@ __all__ = [
     "apply",
     "expire",
     "needs_rollback",
-    "observe",
     "rollback_job",
     "workflow_id",
 ]
@@ -83,6 +100,7 @@ class JobState(StrEnum):
     DOWNLOADING = "downloading"
     VERIFYING = "verifying"
     TRANSFERRING = "transferring"
+    STAGED = "staged"
     ACTIVATING = "activating"
     SOAKING = "soaking"
     CONFIRMED = "confirmed"
@@ -91,27 +109,17 @@ class JobState(StrEnum):
     REVERTED = "reverted"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
+    CANCELLING = "cancelling"
 
 
 S = JobState
-_IN_FLIGHT = (S.OFFERED, S.DOWNLOADING, S.VERIFYING, S.TRANSFERRING)  # offered, not activated
-_RANK = {s: i for i, s in enumerate((*_IN_FLIGHT, S.ACTIVATING, S.SOAKING))}
-ACTIVE_STATES = frozenset((*_IN_FLIGHT, S.ACTIVATING, S.SOAKING))
+_UNSTAGED = (S.OFFERED, S.DOWNLOADING, S.VERIFYING, S.TRANSFERRING)  # the device changed nothing
+_IN_FLIGHT = (*_UNSTAGED, S.STAGED)  # offered, not activated
+PROGRESS = (*_IN_FLIGHT, S.ACTIVATING, S.SOAKING)  # a job's progress, in order
+ACTIVE_STATES = frozenset((*_IN_FLIGHT, S.ACTIVATING, S.SOAKING, S.CANCELLING))
 FAILURE_STATES = frozenset((S.REJECTED, S.FAILED, S.REVERTED, S.TIMED_OUT))
 TERMINAL_STATES = frozenset((S.CONFIRMED, S.CANCELLED, *FAILURE_STATES))
-# The agent's `lastResult.step` while deploying, and the phase it means.
-_STEP_PHASE = {
-    "check": S.DOWNLOADING,
-    "resume": S.DOWNLOADING,
-    "download": S.DOWNLOADING,
-    "verify": S.VERIFYING,
-    "stage": S.TRANSFERRING,
-    "transfer": S.TRANSFERRING,
-    "activate": S.ACTIVATING,
-    "confirm": S.ACTIVATING,
-}
-# Failure reasons that say nothing about the release itself: worth another offer.
-_TRANSIENT = frozenset(("fetch", "download", "interrupted", "core-unavailable", "timeout"))
+_STALLABLE = frozenset((S.DOWNLOADING, S.VERIFYING, S.TRANSFERRING, S.STAGED, S.ACTIVATING))
 
 
 def workflow_id(rollout_id: str, release_id: str, attempt: int) -> str:
@@ -159,25 +167,32 @@ TRANSITIONS: Mapping[JobState, Mapping[type[JobEvent], frozenset[JobState]]] = {
     },
     S.OFFERED: {
         **_BEFORE_ACTIVATION,
-        Progressed: frozenset({S.DOWNLOADING, S.VERIFYING, S.TRANSFERRING, S.ACTIVATING}),
+        Progressed: frozenset({S.DOWNLOADING, S.VERIFYING, S.TRANSFERRING, S.STAGED, S.ACTIVATING}),
         Deadline: _RETRYABLE_DEADLINE,
     },
     S.DOWNLOADING: {
         **_BEFORE_ACTIVATION,
-        Progressed: frozenset({S.VERIFYING, S.TRANSFERRING, S.ACTIVATING}),
+        Progressed: frozenset({S.VERIFYING, S.TRANSFERRING, S.STAGED, S.ACTIVATING}),
         Deadline: _RETRYABLE_DEADLINE,
     },
     S.VERIFYING: {
         **_BEFORE_ACTIVATION,
-        Progressed: frozenset({S.TRANSFERRING, S.ACTIVATING}),
+        Progressed: frozenset({S.TRANSFERRING, S.STAGED, S.ACTIVATING}),
         Deadline: _RETRYABLE_DEADLINE,
     },
     S.TRANSFERRING: {
         **_BEFORE_ACTIVATION,
-        Progressed: frozenset({S.ACTIVATING}),
+        Progressed: frozenset({S.STAGED, S.ACTIVATING}),
         Deadline: _RETRYABLE_DEADLINE,
     },
+    S.STAGED: {
+        **_BEFORE_ACTIVATION,
+        Progressed: frozenset({S.ACTIVATING}),
+        Deadline: _RETRYABLE_DEADLINE,
+        Cancel: frozenset({S.CANCELLING}),
+    },
     S.ACTIVATING: {
+        Cancel: frozenset({S.CANCELLING}),
         Activated: frozenset({S.SOAKING}),
         Reverted: frozenset({S.REVERTED}),
         HealthFailed: frozenset({S.FAILED}),
@@ -189,6 +204,12 @@ TRANSITIONS: Mapping[JobState, Mapping[type[JobEvent], frozenset[JobState]]] = {
         Reverted: frozenset({S.REVERTED}),
         HealthFailed: frozenset({S.FAILED}),
         Deadline: frozenset({S.TIMED_OUT}),
+        Supersede: frozenset({S.CANCELLED}),
+    },
+    S.CANCELLING: {
+        Reverted: frozenset({S.CANCELLED}),
+        Activated: frozenset({S.FAILED}),
+        Deadline: frozenset({S.FAILED}),
         Supersede: frozenset({S.CANCELLED}),
     },
     **{state: {} for state in TERMINAL_STATES},
@@ -227,6 +248,8 @@ def _progressed(job: Job, event: Progressed, now: datetime, policy: RetryPolicy)
 
 
 def _activated(job: Job, event: Activated, now: datetime, policy: RetryPolicy) -> _Outcome:
+    if job.state is S.CANCELLING:  # too late: the device finished installing the release
+        return replace(job, state=S.FAILED, reason="installed-after-cancel", step="cancel"), ()
     soak_until = now + job.soak
     return replace(
         job, state=S.SOAKING, soak_until=soak_until, deadline=soak_until + policy.confirm_grace
@@ -247,6 +270,8 @@ def _failed(job: Job, event: Failed, now: datetime, policy: RetryPolicy) -> _Out
 
 
 def _reverted(job: Job, event: Reverted, now: datetime, policy: RetryPolicy) -> _Outcome:
+    if job.state is S.CANCELLING:  # the cancel is done: the device is back where it was
+        return replace(job, state=S.CANCELLED, step="reverted", deadline=None), ()
     return replace(job, state=S.REVERTED, reason=event.reason, step=event.step, deadline=None), ()
 
 
@@ -255,19 +280,30 @@ def _health_failed(job: Job, event: HealthFailed, now: datetime, policy: RetryPo
 
 
 def _deadline(job: Job, event: Deadline, now: datetime, policy: RetryPolicy) -> _Outcome:
-    if job.deadline is None or now < job.deadline:
+    due = _stalls_at(job, policy) if event.stalled else job.deadline
+    if due is None or now < due:
         raise InvalidTransitionError(
-            "job", job.state, f"Deadline at {now}", (f"Deadline at or after {job.deadline}",)
+            "job", job.state, f"{event} at {now}", (f"{event} at or after {due}",)
         )
-    timed_out = replace(job, reason="timeout", step=job.state.value, deadline=None)
+    if job.state is S.CANCELLING:
+        return replace(job, state=S.FAILED, reason="cancel-timeout", step="cancel"), ()
+    reason = "install-stalled" if event.stalled else "timeout"
+    timed_out = replace(job, reason=reason, step=job.state.value, deadline=None)
     if job.state in (S.ACTIVATING, S.SOAKING):
         return replace(timed_out, state=S.TIMED_OUT), ()
     return _retry(timed_out, now, policy, S.TIMED_OUT), _revoke(job)
 
 
 def _cancel(job: Job, event: Cancel, now: datetime, policy: RetryPolicy) -> _Outcome:
-    commands = () if job.state is S.PENDING else _revoke(job)
-    return replace(job, state=S.CANCELLED, reason=event.reason, deadline=None), commands
+    if job.state is S.PENDING:
+        return replace(job, state=S.CANCELLED, reason=event.reason, deadline=None), ()
+    if job.state in _UNSTAGED:
+        return replace(job, state=S.CANCELLED, reason=event.reason, deadline=None), _revoke(job)
+    # The device may have changed something: wait for it to report that it undid it.
+    waiting = replace(
+        job, state=S.CANCELLING, reason=event.reason, deadline=now + policy.in_progress_timeout
+    )
+    return waiting, _revoke(job)
 
 
 def _supersede(job: Job, event: Supersede, now: datetime, policy: RetryPolicy) -> _Outcome:
@@ -312,42 +348,22 @@ def apply(job: Job, event: JobEvent, now: datetime, policy: RetryPolicy) -> _Out
     return replace(new, changed_at=now), commands
 
 
-def observe(job: Job, report: DeviceReport) -> JobEvent | None:
-    """The event a device report means for `job`, or None when it tells nothing new.
-
-    Reports for another workflow (an older attempt, another rollout) are ignored, except that a
-    soaking job watches what the device runs whatever workflow it reports.
-    """
-    if job.state is S.SOAKING:
-        assert job.soak_until is not None
-        if report.installed_release_id != job.release_id:
-            return Reverted(report.reason or "release-not-active", report.step or "soak")
-        if unhealthy := report.unhealthy_cores():
-            return HealthFailed("cores " + ",".join(unhealthy))
-        return Confirmed() if report.seen_at >= job.soak_until else None
-    if job.state not in _RANK or report.workflow_id != job.workflow_id:
+def expire(job: Job, now: datetime, policy: RetryPolicy) -> Deadline | None:
+    """`Deadline()` when the job's deadline has passed at `now`; `Deadline(stalled=True)` when
+    its device reported no new phase for `policy.install_stall`."""
+    if Deadline not in TRANSITIONS[job.state]:
         return None
-    if report.state == "deploying":
-        phase = _STEP_PHASE.get(report.step, S.DOWNLOADING)
-        return Progressed(phase) if _RANK[phase] > _RANK[job.state] else None
-    if report.state == "idle" and report.installed_release_id == job.release_id:
-        return Activated()
-    step = report.step or "check"
-    if report.state == "failed" and step in ("activate", "confirm"):
-        return Reverted(report.reason or "reverted", step)
-    if job.state is S.ACTIVATING:
-        # The device left activation without the release: it went back by itself.
-        return Reverted(report.reason or "not-installed", step)
-    if report.state == "failed" and step == "check" and report.reason not in _TRANSIENT:
-        return Rejected(report.reason or "rejected", step)
-    return Failed(report.reason or "not-installed", step)
-
-
-def expire(job: Job, now: datetime) -> Deadline | None:
-    """`Deadline()` when the job's deadline has passed at `now`."""
-    if job.deadline is not None and now >= job.deadline and Deadline in TRANSITIONS[job.state]:
+    if job.deadline is not None and now >= job.deadline:
         return Deadline()
-    return None
+    stalls = _stalls_at(job, policy)
+    return Deadline(stalled=True) if stalls is not None and now >= stalls else None
+
+
+def _stalls_at(job: Job, policy: RetryPolicy) -> datetime | None:
+    """When a job in progress stalls: its last phase change plus the install bound."""
+    if job.state not in _STALLABLE or job.changed_at is None:
+        return None
+    return job.changed_at + policy.install_stall
 
 
 def rollback_job(job: Job, to_release_id: str, existing: Job | None) -> Job | None:
@@ -373,6 +389,6 @@ def rollback_job(job: Job, to_release_id: str, existing: Job | None) -> Job | No
 
 def needs_rollback(job: Job) -> bool:
     """Whether a rollback must send this device back: it activated (or may have) the release."""
-    return job.state in (S.ACTIVATING, S.SOAKING, S.CONFIRMED) or (
-        job.state is S.FAILED and job.step == "soak"
+    return job.state in (S.STAGED, S.ACTIVATING, S.SOAKING, S.CONFIRMED, S.CANCELLING) or (
+        job.state is S.FAILED and job.step in ("soak", "cancel")
     )

@@ -152,6 +152,12 @@ class RetryPolicy:
     backoff_base: timedelta = timedelta(minutes=1)
     backoff_cap: timedelta = timedelta(hours=6)
     offer_timeout: timedelta = timedelta(days=1)  # an offer no progress report answered
+    # A core whose last reported heartbeat is older than this is not alive (3 heartbeats of
+    # the simulated cores' 5 s period): its job is not confirmed.
+    core_silence: timedelta = timedelta(seconds=15)
+    # A job in progress whose device reports no new phase for this long is stalled (the
+    # document's `deadlines.install_seconds`, beside the stage's `decide_seconds`).
+    install_stall: timedelta = timedelta(minutes=15)
 
     def __post_init__(self) -> None:
         week = timedelta(days=7)
@@ -169,6 +175,16 @@ class RetryPolicy:
             timedelta(minutes=1) <= self.confirm_grace <= week,
             "retry.confirm_grace",
             "must be 1 minute..7 days",
+        )
+        _check(
+            timedelta(seconds=1) <= self.core_silence <= timedelta(hours=1),
+            "retry.core_silence",
+            "must be 1 second..1 hour",
+        )
+        _check(
+            timedelta(minutes=1) <= self.install_stall <= timedelta(days=1),
+            "deadlines.install",
+            "must be 1 minute..1 day",
         )
         _check(0 <= self.max_retries <= MAX_RETRIES, "retry.max_retries", "must be 0..10")
         _check(

@@ -8,10 +8,10 @@
  "failure": {"threshold_percent": 10, "min_devices": 3, "action": "pause"},
  "retry": {"in_progress_timeout_seconds": 3600, "confirm_grace_seconds": 3600, "max_retries": 2,
            "backoff_base_seconds": 60, "backoff_cap_seconds": 21600,
-           "offer_timeout_seconds": 86400},
+           "offer_timeout_seconds": 86400, "core_silence_seconds": 15},
  "rate": {"base_per_minute": 100, "factor": 2.0, "every": 1000, "increase_on": "succeeded",
           "max_per_minute": 1000},
- "deadlines": {"decide_seconds": 3600, "action": "pause"},
+ "deadlines": {"decide_seconds": 3600, "install_seconds": 900, "action": "pause"},
  "start_at": "2026-11-26T08:00:00+00:00", "windows": [{"cron": "0 2 * * *",
  "duration_minutes": 120}], "gate": {"stage": "all", ...GatePolicy.to_dict()}}
 ```
@@ -77,10 +77,11 @@ _RETRY = frozenset(
         "backoff_base_seconds",
         "backoff_cap_seconds",
         "offer_timeout_seconds",
+        "core_silence_seconds",
     }
 )
 _RATE = frozenset({"base_per_minute", "factor", "every", "increase_on", "max_per_minute"})
-_DEADLINES = frozenset({"decide_seconds", "action"})
+_DEADLINES = frozenset({"decide_seconds", "install_seconds", "action"})
 _WINDOW = frozenset({"cron", "duration_minutes"})
 _MISSING: Any = object()
 
@@ -273,7 +274,9 @@ _RENAMED = {
     "retry.backoff_base": "retry.backoff_base_seconds",
     "retry.backoff_cap": "retry.backoff_cap_seconds",
     "retry.offer_timeout": "retry.offer_timeout_seconds",
+    "retry.core_silence": "retry.core_silence_seconds",
     "deadlines.decide": "deadlines.decide_seconds",
+    "deadlines.install": "deadlines.install_seconds",
 }
 
 
@@ -316,6 +319,8 @@ def _build(
             t.seconds("backoff_base_seconds", retry.backoff_base),
             t.seconds("backoff_cap_seconds", retry.backoff_cap),
             t.seconds("offer_timeout_seconds", retry.offer_timeout),
+            t.seconds("core_silence_seconds", retry.core_silence),
+            d.seconds("install_seconds", retry.install_stall),  # a deadline, kept with the job's
         ),
         rate=RatePolicy(
             q.integer("base_per_minute", rate.base_per_minute),
@@ -375,6 +380,7 @@ def spec_to_document(spec: RolloutSpec) -> dict[str, Any]:
             "backoff_base_seconds": _secs(spec.retry.backoff_base),
             "backoff_cap_seconds": _secs(spec.retry.backoff_cap),
             "offer_timeout_seconds": _secs(spec.retry.offer_timeout),
+            "core_silence_seconds": _secs(spec.retry.core_silence),
         },
         "rate": {
             "base_per_minute": spec.rate.base_per_minute,
@@ -385,6 +391,7 @@ def spec_to_document(spec: RolloutSpec) -> dict[str, Any]:
         },
         "deadlines": {
             "decide_seconds": _secs(spec.deadlines.decide),
+            "install_seconds": _secs(spec.retry.install_stall),
             "action": spec.deadlines.action.value,
         },
         "start_at": spec.start_at.isoformat() if spec.start_at is not None else None,

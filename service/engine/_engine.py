@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from device_agent.protocol import TwinError
 from service.domain.commands import (
     Command,
     OfferRelease,
@@ -48,7 +49,8 @@ from service.domain.commands import (
     WriteDirector,
 )
 from service.domain.job_events import DeviceReport, JobEvent
-from service.domain.jobs import ACTIVE_STATES, Job, JobState, expire, observe
+from service.domain.job_reports import observe
+from service.domain.jobs import ACTIVE_STATES, Job, JobState, expire
 from service.domain.planner import Candidate, StageFigures, plan_from_hash_set
 from service.domain.rollout import (
     TRANSITIONS,
@@ -318,7 +320,8 @@ class Engine:
             commands: list[Command] = []
             for stored in jobs_in(uow, rollout_id, _LIVE_JOB_STATES):
                 job = job_from_record(stored, spec)
-                event = _report_event(job, twins.get(job.device_id)) or expire(job, now)
+                twin = twins.get(job.device_id)
+                event = _report_event(job, twin, now, spec) or expire(job, now, spec.retry)
                 if event is not None:
                     commands.extend(save_job(uow, stored, job, event, now, spec))
             cursor = after = self._joiner_cursor.get(rollout_id)
@@ -461,7 +464,9 @@ def _fresh(rollout: Rollout, verdict: GateResult | None) -> bool:
     )
 
 
-def _report_event(job: Job, twin: DeviceTwin | None) -> JobEvent | None:
+def _report_event(
+    job: Job, twin: DeviceTwin | None, now: datetime, spec: RolloutSpec
+) -> JobEvent | None:
     if twin is None or twin.agent is None or twin.last_activity is None:
         return None
     try:
@@ -470,7 +475,11 @@ def _report_event(job: Job, twin: DeviceTwin | None) -> JobEvent | None:
         return None  # device-written garbage is not a report
     if seen_at.tzinfo is None:
         return None
-    return observe(job, DeviceReport.from_twin(twin.agent, seen_at))
+    try:
+        report = DeviceReport.from_twin(twin.agent, seen_at)
+    except TwinError:
+        return None  # a reported document off the contract is not a report
+    return observe(job, report, now, spec.retry)
 
 
 _NOT_STARTED = frozenset({R.DRAFT, R.SCHEDULED})

@@ -47,12 +47,22 @@ __all__ = [
 ]
 
 ORDER_OFFSET = 1 << 63  # stage hash (unsigned 64-bit) - ORDER_OFFSET = order_key (signed)
-_IN_FLIGHT = [s.value for s in (JobState.OFFERED, JobState.DOWNLOADING, JobState.VERIFYING)] + [
-    JobState.TRANSFERRING.value
+# The jobs a cancel reaches: every offer not yet soaking (the job machine decides, by the
+# device's phase, whether a job is cancelled at once or waits CANCELLING for the device).
+_IN_FLIGHT = [
+    s.value
+    for s in (
+        JobState.OFFERED,
+        JobState.DOWNLOADING,
+        JobState.VERIFYING,
+        JobState.TRANSFERRING,
+        JobState.STAGED,
+        JobState.ACTIVATING,
+    )
 ]
 _ROLLBACK_SCAN = [
     *_IN_FLIGHT,
-    JobState.ACTIVATING.value,
+    JobState.CANCELLING.value,
     JobState.SOAKING.value,
     JobState.CONFIRMED.value,
     JobState.FAILED.value,
@@ -130,7 +140,8 @@ def save_job(
 def cancel_offers(
     uow: UnitOfWork, spec: RolloutSpec, release_id: str, reason: str, now: datetime
 ) -> list[Command]:
-    """Cancel every job of `release_id` that has not activated; returns their RevokeOffers."""
+    """Cancel every job of `release_id` that has not activated (one that may have changed its
+    device waits CANCELLING for the device to undo it); returns their RevokeOffers."""
     uow.jobs.transition_all(
         spec.rollout_id,
         release_id=release_id,

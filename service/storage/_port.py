@@ -58,8 +58,10 @@ LIVE_JOB_STATES = (
     "downloading",
     "verifying",
     "transferring",
+    "staged",
     "activating",
     "soaking",
+    "cancelling",
 )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from device_agent.protocol import parse_reported
 from infra.simdevice import SimulatedDevice
 from tests.agent_world import MemoryHub, deploy, sign_prebuilt, simulated_device, wait_for
 from tests.signing_world import World
@@ -117,5 +118,7 @@ def test_tampered_target_bytes_are_refused_and_nothing_changes(
     wait_for(lambda: hub.agent().get("state") == "failed", what="refusal")
     agent = hub.agent()
     assert (agent["lastResult"]["reason"], agent["lastResult"]["step"]) == ("target-hash", "stage")
-    assert agent["installedReleaseId"] is None
-    assert agent["cores"]["m4-0"]["activeModel"] is None  # nothing activated anywhere
+    # Read through the contract's parser: a null in a twin patch deletes the key.
+    reported = parse_reported(agent)
+    assert reported.installed_release is None
+    assert reported.cores["m4-0"].model_id is None  # nothing activated anywhere

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from service.storage import LIVE_JOB_STATES
 from tests.system._browser import ARTIFACTS, launch, missing_browser, serve
 
 _MISSING = missing_browser()
@@ -39,7 +40,7 @@ STALE = {"dev-010", "dev-011", "stm-001"}  # last seen an hour ago: offline
 VERSIONS = (("rel-0", "1"), ("rel-1", "2"))  # telemetry: release -> kws model version
 BUCKETS = {
     "confirmed": {"confirmed"},
-    "in progress": {"offered", "downloading", "verifying", "transferring", "activating", "soaking"},
+    "in progress": set(LIVE_JOB_STATES),  # every state that holds its device
     "failed": {"failed", "rejected", "reverted", "timed_out"},
     "pending": {"pending"},
 }

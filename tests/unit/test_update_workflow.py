@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from device_agent.protocol import WorkflowPhase
 from device_agent.workflow import Command, Event, Phase, StagePlan, UpdateWorkflow, WorkflowError
 
 M0 = StagePlan("m4-0", "model", "models/kws/kws-v2.0.0.tflite", 100, "a" * 64)
@@ -29,15 +30,20 @@ def test_happy_path_stages_each_core_then_activates_confirms_and_records() -> No
         "stage:m4-0"
     ]
     assert kinds(machine.handle(Event("staged", core="m4-0"))) == ["stage:m4-1"]
-    assert kinds(machine.handle(Event("staged", core="m4-1"))) == ["report", "activate:m4-0"]
+    staged = machine.handle(Event("staged", core="m4-1"))
+    assert kinds(staged) == ["report", "report", "activate:m4-0"]
+    assert [c.phase for c in staged[:2]] == [WorkflowPhase.STAGED, WorkflowPhase.ACTIVATING]
     assert kinds(machine.handle(Event("activated", core="m4-0"))) == ["activate:m4-1"]
-    assert kinds(machine.handle(Event("activated", core="m4-1"))) == ["confirm:m4-0"]
+    trial = machine.handle(Event("activated", core="m4-1"))
+    assert kinds(trial) == ["report", "confirm:m4-0"]
+    assert (trial[0].phase, trial[0].workflow_id) == (WorkflowPhase.TRIAL, "wf-1")
     assert kinds(machine.handle(Event("confirmed", core="m4-0"))) == ["confirm:m4-1"]
     assert kinds(machine.handle(Event("confirmed", core="m4-1"))) == ["record"]
     revived = UpdateWorkflow()
     assert kinds(revived.restore(machine.snapshot())) == ["record"]  # a crash before recording
     final = machine.handle(Event("recorded"))
     assert (final[0].kind, final[0].state, final[0].release_id) == ("report", "idle", "r2")
+    assert final[0].phase is WorkflowPhase.CONFIRMED
     assert machine.phase is Phase.IDLE and machine.last_completed == "wf-1"
 
 
@@ -103,6 +109,86 @@ def test_cancel_during_staging_finishes_the_transfer_then_aborts() -> None:
     assert kinds(machine.handle(Event("aborted", core="m4-0"))) == ["abort:m4-1"]
     [report] = machine.handle(Event("aborted", core="m4-1"))
     assert (report.state, report.reason) == ("idle", "cancelled")
+    assert report.phase is WorkflowPhase.REVERTED
+
+
+# (phase the cancel arrives in, the events before it, the answer under way, what undoes it)
+_CANCEL_AT = [
+    ("downloading", [], Event("staged", core="m4-0"), "abort"),
+    ("downloading-stream-stopped", [], Event("stage_failed", core="m4-0", reason="x"), "abort"),
+    ("staged", [Event("staged", core="m4-0")], Event("staged", core="m4-1"), "abort"),
+    (
+        "activating",
+        [Event("staged", core="m4-0"), Event("staged", core="m4-1")],
+        Event("activated", core="m4-0"),
+        "revert",
+    ),
+    (
+        "activating-failed-answer",
+        [Event("staged", core="m4-0"), Event("staged", core="m4-1")],
+        Event("activate_failed", core="m4-0", reason="selftest-failed"),
+        "revert",
+    ),
+    (
+        "trial",
+        [
+            Event("staged", core="m4-0"),
+            Event("staged", core="m4-1"),
+            Event("activated", core="m4-0"),
+            Event("activated", core="m4-1"),
+        ],
+        Event("confirmed", core="m4-0"),
+        "revert",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("before", "answer", "undo"),
+    [row[1:] for row in _CANCEL_AT],
+    ids=[row[0] for row in _CANCEL_AT],
+)
+def test_a_cancel_at_each_phase_undoes_every_core_and_reports_reverted(
+    before: list[Event], answer: Event, undo: str
+) -> None:
+    machine = started()
+    for event in before:
+        machine.handle(event)
+    assert machine.handle(Event("cancel")) == []  # the step under way answers first
+    commands = machine.handle(answer)
+    done = {"abort": "aborted", "revert": "reverted"}[undo]
+    for core in ("m4-0", "m4-1"):
+        assert kinds(commands) == [f"{undo}:{core}"]
+        commands = machine.handle(Event(done, core=core))
+    [report] = commands
+    # A failure that overtook the cancel keeps its own reason; either way every core is back.
+    reason = answer.reason if answer.kind == "activate_failed" else "cancelled"
+    assert (report.kind, report.phase, report.reason) == ("report", WorkflowPhase.REVERTED, reason)
+    assert report.workflow_id == "wf-1" and machine.phase is Phase.IDLE
+
+
+def test_a_cancel_while_checking_reports_reverted_at_once() -> None:
+    machine = UpdateWorkflow()
+    machine.handle(Event("deploy", workflow_id="wf-1"))
+    [report] = machine.handle(Event("cancel"))
+    assert (report.phase, report.reason) == (WorkflowPhase.REVERTED, "cancelled")
+
+
+def test_a_cancel_while_recording_is_too_late_and_the_run_confirms() -> None:
+    machine = started((M0,))
+    machine.handle(Event("staged", core="m4-0"))
+    machine.handle(Event("activated", core="m4-0"))
+    assert kinds(machine.handle(Event("confirmed", core="m4-0"))) == ["record"]
+    assert machine.handle(Event("cancel")) == []
+    [report] = machine.handle(Event("recorded"))
+    assert report.phase is WorkflowPhase.CONFIRMED
+
+
+def test_failures_before_activation_report_failed_with_the_reason() -> None:
+    machine = UpdateWorkflow()
+    machine.handle(Event("deploy", workflow_id="wf-1"))
+    [report] = machine.handle(Event("check_failed", reason="target-hash"))
+    assert (report.phase, report.reason) == (WorkflowPhase.FAILED, "target-hash")
 
 
 def test_unexpected_event_names_state_and_event() -> None:

@@ -149,7 +149,7 @@ def test_full_lifecycle_with_pause_and_resume(every_session: Session) -> None:
     assert api.post("/rollouts", json=_body(), token=operator).status_code == 201
     started = api.post("/rollouts/ro-1/commands", json={"command": "start"}, token=operator)
     assert started.status_code == 200 and started.json()["state"] == "running"
-    fleet = Fleet(world.hub, ids, bad=set())
+    fleet = Fleet(world.hub, ids, bad=set(), clock=world.clock)
     states = []
     paused = False
     for _minute in range(60):
@@ -204,7 +204,7 @@ def test_operator_rollback_returns_devices_to_the_previous_release(session: Sess
     body = _body(stages=[{"name": "all", "percent": 100, "soak_seconds": 60}])
     api.post("/rollouts", json=body)
     api.post("/rollouts/ro-1/commands", json={"command": "start"})
-    fleet = Fleet(world.hub, ids, bad=set())
+    fleet = Fleet(world.hub, ids, bad=set(), clock=world.clock)
     for _minute in range(8):
         world.clock.advance(minutes=1)
         fleet.step()

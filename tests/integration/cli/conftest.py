@@ -58,7 +58,7 @@ class Stack:
         self.dispatcher = Dispatcher(
             self.storage, self.hub, MemoryDirector(), MemoryNotifier(), CONFIG
         )
-        self.fleet = Fleet(self.hub, self.device_ids, set())
+        self.fleet = Fleet(self.hub, self.device_ids, set(), clock=lambda: self.clock.now)
 
     def step(self) -> None:
         with self._lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -60,6 +61,7 @@ class Fleet:
     seen: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
     acked: set[str] = field(default_factory=set)  # devices that reported the release active
     installed: dict[str, str] = field(default_factory=dict)  # release each device runs
+    clock: Callable[[], datetime] = field(kw_only=True)  # the world's: the cores' heartbeats
 
     def step(self) -> None:
         for device in self.ids:
@@ -73,36 +75,42 @@ class Fleet:
                 self._report(device, {"state": "idle", "installedReleaseId": running})
                 continue
             self.seen.setdefault(device, set()).add((wid, action))
-            if action != 3:
-                self._report(device, {"state": "idle", "installedReleaseId": running})
+            if action != 3:  # cancelled: the run is undone, as the agent reports it
+                undone = {"name": "reverted", "workflowId": wid, "reason": "cancelled"}
+                self._report(
+                    device, {"state": "idle", "installedReleaseId": running, "phase": undone}
+                )
+                self.progress.pop(device, None)
                 continue
             if self.progress.get(device, ("", 0))[0] != wid:
                 self.progress[device] = (wid, 0)
             index = self.progress[device][1]
             release = wid.split(".")[1]
             if device in self.bad and release == "rel-1":
-                self._report(device, _agent("failed", wid, running, "check", "signature"))
+                self._report(device, self._agent("failed", wid, running, "check", "signature"))
             elif index < len(_STEPS):
-                self._report(device, _agent("deploying", wid, running, _STEPS[index], ""))
+                self._report(device, self._agent("deploying", wid, running, _STEPS[index], ""))
                 self.progress[device] = (wid, index + 1)
             else:
                 self.installed[device] = release
-                self._report(device, _agent("idle", wid, release, "confirm", ""))
+                self._report(device, self._agent("idle", wid, release, "confirm", ""))
                 if release == "rel-1":
                     self.acked.add(device)
 
     def _report(self, device: str, agent: dict[str, Any]) -> None:
         self.hub.report(device, {COMPONENT: {"__t": "c", "agent": agent}})
 
-
-def _agent(state: str, wid: str, installed: str, step: str, reason: str) -> dict[str, Any]:
-    return {
-        "state": state,
-        "workflow": {"id": wid},
-        "installedReleaseId": installed,
-        "lastResult": {"step": step, "reason": reason},
-        "cores": {"m4-0": {"state": "running"}},
-    }
+    def _agent(
+        self, state: str, wid: str, installed: str, step: str, reason: str
+    ) -> dict[str, Any]:
+        beat = int(self.clock().timestamp() * 1000)  # the core is alive: a heartbeat just now
+        return {
+            "state": state,
+            "workflow": {"id": wid},
+            "installedReleaseId": installed,
+            "lastResult": {"step": step, "reason": reason},
+            "cores": {"m4-0": {"state": "running", "heartbeatAtMs": beat, "inferences": 1}},
+        }
 
 
 def spec(
@@ -159,7 +167,7 @@ class World:
             plan_data = uow.rollouts.get("ro-1").state_data
         plan = StagePlan("ro-1", tuple(int(b) for b in plan_data["plan_bounds"]), self.devices)
         rest = [d for d in ids if plan.stage_of(d) == 1]
-        self.fleet = Fleet(self.hub, ids, set(rest[: self.bad_in_rest]))
+        self.fleet = Fleet(self.hub, ids, set(rest[: self.bad_in_rest]), clock=lambda: self.now)
         if self.start:
             setup.command("ro-1", Start("alice"), start)
         self._rng = random.Random(self.seed)

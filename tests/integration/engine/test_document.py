@@ -111,6 +111,17 @@ def test_defaults_and_overrides() -> None:
     assert spec.stages == (Stage("all", timedelta(minutes=10), percent=100),)
 
 
+def test_install_and_core_silence_bounds_are_read_and_written() -> None:
+    document = _with("deadlines.install_seconds", 600)
+    document.setdefault("retry", {})["core_silence_seconds"] = 30
+    spec = spec_from_document(document, rollout_id="ro-9")
+    assert spec.retry.install_stall == timedelta(minutes=10)
+    assert spec.retry.core_silence == timedelta(seconds=30)
+    written = spec_to_document(spec)
+    assert written["deadlines"]["install_seconds"] == 600
+    assert written["retry"]["core_silence_seconds"] == 30
+
+
 def _with(path: str, value: object) -> dict[str, Any]:
     document = minimal()
     *parents, last = path.split(".")
@@ -147,6 +158,8 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
         "retry.in_progress_timeout_seconds",
     ),
     ("retry-nan", _with("retry.backoff_base_seconds", float("nan")), "retry.backoff_base_seconds"),
+    ("core-silence", _with("retry.core_silence_seconds", 0), "retry.core_silence_seconds"),
+    ("install-short", _with("deadlines.install_seconds", 5), "deadlines.install_seconds"),
     ("rate-factor", _with("rate.factor", 9), "rate.factor"),
     ("rate-unknown", _with("rate.burst", 9), "rate.burst"),
     ("start-naive", _with("start_at", "2026-11-26T08:00:00"), "start_at"),

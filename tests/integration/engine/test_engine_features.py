@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from service.domain.gates import GatePolicy
-from service.domain.rollout_events import GateResult, Resume, Rollback, Start, Verdict
+from service.domain.rollout_events import Abort, GateResult, Resume, Rollback, Start, Verdict
 from service.domain.spec import DeadlinePolicy, FailureAction, RetryPolicy
 from service.engine import AuditNote, MemoryHealthGate
 from service.storage import Storage, open_storage
@@ -206,3 +206,46 @@ def test_offline_canaries_time_out_and_the_stage_stalls_with_its_reason(storage:
     assert reason.startswith("stage canary cannot succeed: 2 of 4 devices confirmed")
     _drain(world)
     assert any(n.kind == "stalled-pause" for n in world.notifier.notices.values())
+
+
+def _activating(world: World) -> set[str]:
+    """Run into the second stage until some devices are activating; those devices."""
+    _run_to_stage(world, 1)
+    for _ in range(20):
+        if "activating" in world.jobs().values():
+            break
+        world.step()
+    return {d for d, state in world.jobs().items() if state == "activating"}
+
+
+def test_an_abort_while_devices_activate_waits_for_them_to_revert(storage: Storage) -> None:
+    # Before, an abort cancelled an activating job at once: the device finished the install and
+    # stayed on the aborted release. Now the job waits CANCELLING for the device's `reverted`.
+    world = World(storage, bad_in_rest=0)
+    activating = _activating(world)
+    assert activating, world.jobs()
+    world.command(Abort("alice", "stop"))
+    assert {world.jobs()[d] for d in activating} == {"cancelling"}
+    world.dispatcher.run_once(world.now)  # the cancel reaches the devices before they finish
+    world.step()
+    assert {world.jobs()[d] for d in activating} == {"cancelled"}
+    for device in activating:
+        assert world.fleet.installed.get(device, "rel-0") == "rel-0", device
+
+
+def test_a_device_that_finished_before_the_cancel_reached_it_is_rolled_back(
+    storage: Storage,
+) -> None:
+    world = World(storage, bad_in_rest=0)
+    activating = _activating(world)
+    world.command(Abort("alice", "stop"))
+    world.step()  # the devices install before the revoke is written: too late
+    assert {world.jobs()[d] for d in activating} == {"failed"}
+    world.command(Rollback("alice", "undo"))
+    _drain(world)
+    for _ in range(10):
+        world.step()
+    back = world.jobs("rel-0")
+    assert activating <= set(back), back  # each of them got a rollback job
+    for device in activating:
+        assert world.fleet.installed[device] == "rel-0", device

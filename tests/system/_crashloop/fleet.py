@@ -63,7 +63,14 @@ def _agent(state: str, wid: str | None, installed: str, step: str, reason: str) 
                 "workflow": {"id": wid} if wid else None,
                 "installedReleaseId": installed,
                 "lastResult": {"step": step, "reason": reason},
-                "cores": {"m4-0": {"state": "running"}},
+                # The core is alive: a heartbeat now (the device's clock) and a result since.
+                "cores": {
+                    "m4-0": {
+                        "state": "running",
+                        "heartbeatAtMs": int(time.time() * 1000),
+                        "inferences": 1,
+                    }
+                },
             },
         }
     }

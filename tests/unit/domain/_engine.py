@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from device_agent.protocol import AgentState, CoreState
 from service.domain.commands import (
     Command,
     OfferRelease,
@@ -18,7 +19,15 @@ from service.domain.commands import (
     StartRollback,
 )
 from service.domain.errors import InvalidTransitionError, PreconditionError
-from service.domain.job_events import Cancel, DeviceReport, JobEvent, Offered, Supersede
+from service.domain.job_events import (
+    Cancel,
+    CoreHealth,
+    DeviceReport,
+    JobEvent,
+    Offered,
+    Supersede,
+)
+from service.domain.job_reports import observe
 from service.domain.jobs import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -27,7 +36,6 @@ from service.domain.jobs import (
     apply,
     expire,
     needs_rollback,
-    observe,
     rollback_job,
 )
 from service.domain.planner import Candidate, StageFigures, StagePlan, plan_jobs, stage_hash
@@ -137,7 +145,7 @@ class Sim:
         self.now += wait
         self._devices_report()
         for job in list(self.jobs.values()):
-            if (deadline := expire(job, self.now)) is not None:
+            if (deadline := expire(job, self.now, self.rollout.spec.retry)) is not None:
                 self._apply_job(job, deadline)
         summary = self._summary()
         events = [*self.queued, *([operator] if operator else [])]
@@ -167,7 +175,7 @@ class Sim:
             device = self.devices[job.device_id]
             if job.state not in ACTIVE_STATES or self.rng.random() > device.online:
                 continue
-            event = observe(job, self._report(job, device))
+            event = observe(job, self._report(job, device), self.now, self.rollout.spec.retry)
             if event is not None:
                 self._apply_job(job, event)
 
@@ -177,8 +185,15 @@ class Sim:
         previous = self.rollout.spec.previous_release_id
 
         def report(state: str, step: str, installed: str | None, reason: str = "") -> DeviceReport:
-            return DeviceReport(state, job.workflow_id, installed, self.now, reason, step)
+            # Every core alive since its activation: a heartbeat just now, one inference.
+            alive = CoreHealth(CoreState.RUNNING, self.now - timedelta(days=1), self.now, 1)
+            cores = {"m4-0": alive}
+            return DeviceReport(
+                AgentState(state), job.workflow_id, installed, self.now, reason, step, cores
+            )
 
+        if job.state is S.CANCELLING:  # the device undid the cancelled run
+            return report("idle", "stage", previous, "cancelled")
         if job.state is S.SOAKING:
             return report("idle", "confirm", previous if bad and roll < 0.5 else job.release_id)
         if job.state is S.ACTIVATING:

@@ -8,12 +8,14 @@ from typing import Any
 
 import pytest
 
+from device_agent.protocol import AgentState, CoreState, TwinError, WorkflowPhase
 from service.domain.commands import RevokeOffer
 from service.domain.errors import InvalidTransitionError
 from service.domain.job_events import (
     Activated,
     Cancel,
     Confirmed,
+    CoreHealth,
     Deadline,
     DeviceReport,
     Failed,
@@ -25,6 +27,7 @@ from service.domain.job_events import (
     Reverted,
     Supersede,
 )
+from service.domain.job_reports import observe
 from service.domain.jobs import (
     TERMINAL_STATES,
     TRANSITIONS,
@@ -33,7 +36,6 @@ from service.domain.jobs import (
     apply,
     expire,
     needs_rollback,
-    observe,
     rollback_job,
     workflow_id,
 )
@@ -47,6 +49,7 @@ POLICY = RetryPolicy(
     max_retries=2,
     backoff_base=timedelta(minutes=1),
     backoff_cap=timedelta(minutes=3),
+    install_stall=timedelta(minutes=20),
 )
 SOAK = timedelta(hours=1)
 WF1 = workflow_id("r1", "rel-2", 1)
@@ -56,15 +59,23 @@ def _job(state: JobState, **changes: Any) -> Job:
     job = Job("r1", "dev-1", "rel-2", 0, SOAK, state=state)
     if state is not S.PENDING:
         job = replace(job, attempt=1, workflow_id=WF1)
-    if state in (S.OFFERED, S.DOWNLOADING, S.VERIFYING, S.TRANSFERRING, S.ACTIVATING):
+    if state in (
+        S.OFFERED,
+        S.DOWNLOADING,
+        S.VERIFYING,
+        S.TRANSFERRING,
+        S.STAGED,
+        S.ACTIVATING,
+        S.CANCELLING,
+    ):
         job = replace(job, deadline=T0)
     if state is S.SOAKING:
         job = replace(job, soak_until=T0 - timedelta(minutes=10), deadline=T0)
     return replace(job, **changes)
 
 
-_BEFORE = (S.OFFERED, S.DOWNLOADING, S.VERIFYING, S.TRANSFERRING)
-_PHASES = (S.DOWNLOADING, S.VERIFYING, S.TRANSFERRING, S.ACTIVATING)
+_BEFORE = (S.OFFERED, S.DOWNLOADING, S.VERIFYING, S.TRANSFERRING, S.STAGED)
+_PHASES = (S.DOWNLOADING, S.VERIFYING, S.TRANSFERRING, S.STAGED, S.ACTIVATING)
 _REVOKE = (RevokeOffer("r1", "dev-1", WF1),)
 
 # (id, job, event, expected state, expected commands)
@@ -87,7 +98,13 @@ for state in _BEFORE:
             (),
         ),
         (f"{name}-reverted", _job(state), Reverted("selftest", "activate"), S.REVERTED, ()),
-        (f"{name}-cancel", _job(state), Cancel("abort"), S.CANCELLED, _REVOKE),
+        (
+            f"{name}-cancel",
+            _job(state),
+            Cancel("abort"),
+            S.CANCELLING if state is S.STAGED else S.CANCELLED,  # staged: wait for the undo
+            _REVOKE,
+        ),
         (f"{name}-supersede", _job(state), Supersede("rollback"), S.CANCELLED, ()),
     ]
     LEGAL += [
@@ -105,6 +122,11 @@ LEGAL += [
     ("activating-health-failed", _job(S.ACTIVATING), HealthFailed("crash"), S.FAILED, ()),
     ("activating-deadline", _job(S.ACTIVATING), Deadline(), S.TIMED_OUT, ()),
     ("activating-supersede", _job(S.ACTIVATING), Supersede("rollback"), S.CANCELLED, ()),
+    ("activating-cancel", _job(S.ACTIVATING), Cancel("abort"), S.CANCELLING, _REVOKE),
+    ("cancelling-reverted", _job(S.CANCELLING), Reverted("cancelled", "x"), S.CANCELLED, ()),
+    ("cancelling-installed-anyway", _job(S.CANCELLING), Activated(), S.FAILED, ()),
+    ("cancelling-deadline", _job(S.CANCELLING), Deadline(), S.FAILED, ()),
+    ("cancelling-supersede", _job(S.CANCELLING), Supersede("rollback"), S.CANCELLED, ()),
     ("soaking-confirmed", _job(S.SOAKING), Confirmed(), S.CONFIRMED, ()),
     ("soaking-reverted", _job(S.SOAKING), Reverted("reverted", "soak"), S.REVERTED, ()),
     ("soaking-health-failed", _job(S.SOAKING), HealthFailed("crash"), S.FAILED, ()),
@@ -207,8 +229,8 @@ def test_an_unanswered_offer_times_out_after_the_offer_timeout() -> None:
     # Before, an OFFERED job had no deadline: one offline device held its stage for ever.
     offered, _ = apply(_job(S.PENDING), Offered(WF1), T0, POLICY)
     assert offered.deadline == T0 + POLICY.offer_timeout
-    assert expire(offered, T0 + POLICY.offer_timeout - timedelta(seconds=1)) is None
-    assert expire(offered, T0 + POLICY.offer_timeout) == Deadline()
+    assert expire(offered, T0 + POLICY.offer_timeout - timedelta(seconds=1), POLICY) is None
+    assert expire(offered, T0 + POLICY.offer_timeout, POLICY) == Deadline()
     retried, commands = apply(offered, Deadline(), T0 + POLICY.offer_timeout, POLICY)
     assert retried.state is S.PENDING and commands == _REVOKE
 
@@ -220,8 +242,8 @@ def test_in_progress_timeout_starts_at_first_progress_not_at_offer() -> None:
     assert downloading.deadline == later + POLICY.in_progress_timeout
     verifying, _ = apply(downloading, Progressed(S.VERIFYING), later + timedelta(minutes=5), POLICY)
     assert verifying.deadline == downloading.deadline
-    assert expire(verifying, later + timedelta(minutes=29)) is None
-    assert expire(verifying, later + timedelta(minutes=30)) == Deadline()
+    assert expire(verifying, later + timedelta(minutes=24), POLICY) is None
+    assert expire(verifying, later + timedelta(minutes=30), POLICY) == Deadline()
 
 
 @pytest.mark.parametrize(
@@ -237,6 +259,33 @@ def test_retry_backs_off_exponentially(attempt: int, wait: timedelta) -> None:
 
 def test_backoff_is_capped() -> None:
     assert RetryPolicy(backoff_cap=timedelta(minutes=3)).backoff(10) == timedelta(minutes=3)
+
+
+_STALLS = [S.DOWNLOADING, S.VERIFYING, S.TRANSFERRING, S.STAGED, S.ACTIVATING]
+
+
+@pytest.mark.parametrize("state", _STALLS, ids=[s.value for s in _STALLS])
+def test_an_install_with_no_phase_progress_stalls_with_a_clear_reason(state: JobState) -> None:
+    # Before, a device stuck in one phase held its job until the whole in-progress timeout.
+    job = _job(state, deadline=T0 + timedelta(hours=1), changed_at=T0)
+    assert expire(job, T0 + POLICY.install_stall - timedelta(seconds=1), POLICY) is None
+    at = T0 + POLICY.install_stall
+    assert expire(job, at, POLICY) == Deadline(stalled=True)
+    new, _ = apply(job, Deadline(stalled=True), at, POLICY)
+    assert (new.reason, new.step) == ("install-stalled", state.value)
+    assert new.state is (S.TIMED_OUT if state is S.ACTIVATING else S.PENDING)  # retried before
+
+
+def test_progress_restarts_the_stall_clock_and_a_stall_is_refused_early() -> None:
+    downloading = _job(S.DOWNLOADING, deadline=T0 + timedelta(hours=1), changed_at=T0)
+    later = T0 + timedelta(minutes=10)
+    staged, _ = apply(downloading, Progressed(S.STAGED), later, POLICY)
+    assert expire(staged, T0 + POLICY.install_stall, POLICY) is None
+    assert expire(staged, later + POLICY.install_stall, POLICY) == Deadline(stalled=True)
+    with pytest.raises(InvalidTransitionError):
+        apply(staged, Deadline(stalled=True), T0 + POLICY.install_stall, POLICY)
+    soaking = _job(S.SOAKING, changed_at=T0, deadline=T0 + timedelta(days=1))  # never stalls
+    assert expire(soaking, T0 + POLICY.install_stall, POLICY) is None
 
 
 def test_activation_starts_the_soak_and_the_confirm_deadline() -> None:
@@ -257,8 +306,21 @@ def _report(
     installed: str | None = "rel-1",
     seen: datetime = T0,
     cores: dict[str, str] | None = None,
+    phase: WorkflowPhase | None = None,
 ) -> DeviceReport:
-    return DeviceReport(state, workflow, installed, seen, reason, step, cores)
+    health = None if cores is None else {core: _alive(s) for core, s in cores.items()}
+    return DeviceReport(AgentState(state), workflow, installed, seen, reason, step, health, phase)
+
+
+def _alive(state: str, *, beat: datetime = T0, inferences: int = 1) -> CoreHealth:
+    """A core that showed itself since its activation (ten minutes before T0)."""
+    return CoreHealth(CoreState(state), T0 - timedelta(minutes=10), beat, inferences)
+
+
+def _phase(phase: WorkflowPhase, **options: Any) -> DeviceReport:
+    state = "idle" if phase in (WorkflowPhase.CONFIRMED, WorkflowPhase.REVERTED) else "deploying"
+    state = "failed" if phase is WorkflowPhase.FAILED else options.pop("state", state)
+    return _report(state, phase=phase, **options)
 
 
 OBSERVE = [
@@ -345,6 +407,62 @@ OBSERVE = [
         HealthFailed("cores m4-1:fault"),
     ),
     ("terminal-ignores-reports", _job(S.CONFIRMED), _report("idle", installed="rel-1"), None),
+    (
+        "phase-downloading",
+        _job(S.OFFERED),
+        _phase(WorkflowPhase.DOWNLOADING),
+        Progressed(S.DOWNLOADING),
+    ),
+    ("phase-staged", _job(S.DOWNLOADING), _phase(WorkflowPhase.STAGED), Progressed(S.STAGED)),
+    (
+        "phase-activating",
+        _job(S.STAGED),
+        _phase(WorkflowPhase.ACTIVATING),
+        Progressed(S.ACTIVATING),
+    ),
+    ("phase-trial-is-activating", _job(S.ACTIVATING), _phase(WorkflowPhase.TRIAL), None),
+    (
+        "phase-confirmed-activated",
+        _job(S.ACTIVATING),
+        _phase(WorkflowPhase.CONFIRMED, installed="rel-2"),
+        Activated(),
+    ),
+    (
+        "phase-reverted-after-activation",
+        _job(S.ACTIVATING),
+        _phase(WorkflowPhase.REVERTED, step="activate", reason="selftest-failed"),
+        Reverted("selftest-failed", "activate"),
+    ),
+    (
+        "phase-failed-signature-rejected",
+        _job(S.DOWNLOADING),
+        _phase(WorkflowPhase.FAILED, reason="signature"),
+        Rejected("signature", "check"),
+    ),
+    (
+        "cancelling-device-reverted",
+        _job(S.CANCELLING),
+        _phase(WorkflowPhase.REVERTED, reason="cancelled", step="stage"),
+        Reverted("cancelled", "stage"),
+    ),
+    (
+        "cancelling-device-still-activating",
+        _job(S.CANCELLING),
+        _phase(WorkflowPhase.ACTIVATING),
+        None,
+    ),
+    (
+        "cancelling-device-installed-anyway",
+        _job(S.CANCELLING),
+        _phase(WorkflowPhase.CONFIRMED, installed="rel-2"),
+        Activated(),
+    ),
+    (
+        "cancelling-other-workflow-ignored",
+        _job(S.CANCELLING),
+        _phase(WorkflowPhase.REVERTED, workflow="r1.rel-2.2"),
+        None,
+    ),
 ]
 
 
@@ -354,7 +472,7 @@ OBSERVE = [
     ids=[row[0] for row in OBSERVE],
 )
 def test_observe(job: Job, report: DeviceReport, expected: JobEvent | None) -> None:
-    event = observe(job, report)
+    event = observe(job, report, T0, POLICY)
     assert event == expected
     if event is not None:
         assert type(event) in TRANSITIONS[job.state]
@@ -366,13 +484,39 @@ def test_from_twin_reads_the_agent_shape() -> None:
         "workflow": {"action": 3, "id": WF1},
         "installedReleaseId": "rel-1",
         "lastResult": {"code": 1, "reason": "", "detail": "", "step": "activate"},
-        "cores": {"m4-0": {"state": "selftest"}, "m4-1": {"state": "running"}},
+        "cores": {
+            "m4-0": {"state": "selftest", "heartbeatAtMs": 5, "inferences": 2},
+            "m4-1": {"state": "running"},
+        },
+        "phase": {"name": "trial", "workflowId": WF1, "reason": ""},
     }
     report = DeviceReport.from_twin(agent, T0)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
     assert report == DeviceReport(
-        "deploying", WF1, "rel-1", T0, "", "activate", {"m4-0": "selftest", "m4-1": "running"}
+        AgentState.DEPLOYING,
+        WF1,
+        "rel-1",
+        T0,
+        "",
+        "activate",
+        {
+            "m4-0": CoreHealth(CoreState.SELFTEST, None, epoch + timedelta(milliseconds=5), 2),
+            "m4-1": CoreHealth(CoreState.RUNNING),
+        },
+        WorkflowPhase.TRIAL,
     )
-    assert observe(_job(S.TRANSFERRING), report) == Progressed(S.ACTIVATING)
+    assert observe(_job(S.TRANSFERRING), report, T0, POLICY) == Progressed(S.ACTIVATING)
+
+
+def test_the_phase_names_the_run_it_is_about_not_the_desired_workflow() -> None:
+    agent = {
+        "state": "idle",
+        "workflow": {"action": 3, "id": "r1.rel-2.2"},  # the next offer, not picked up yet
+        "phase": {"name": "reverted", "workflowId": WF1, "reason": "cancelled"},
+    }
+    report = DeviceReport.from_twin(agent, T0)
+    assert (report.workflow_id, report.reason) == (WF1, "cancelled")
+    assert observe(_job(S.CANCELLING), report, T0, POLICY) == Reverted("cancelled", "cancel")
 
 
 @pytest.mark.parametrize(
@@ -380,14 +524,53 @@ def test_from_twin_reads_the_agent_shape() -> None:
     [
         {},
         {"state": 7, "workflow": "x", "lastResult": [], "cores": "y"},
-        {"workflow": {"id": None}, "installedReleaseId": 5, "cores": {"a": 1}},
+        {"state": "idle", "workflow": {"id": None}, "installedReleaseId": 5},
+        {"state": "idle", "phase": {"name": "installing"}},
     ],
-    ids=["empty", "wrong-types", "partial"],
+    ids=["empty", "wrong-types", "partial", "unknown-phase"],
 )
-def test_from_twin_tolerates_garbage(agent: dict[str, object]) -> None:
-    report = DeviceReport.from_twin(agent, T0)
-    assert report.workflow_id is None and report.installed_release_id is None
-    assert observe(_job(S.OFFERED), report) is None
+def test_from_twin_refuses_what_is_off_the_contract(agent: dict[str, object]) -> None:
+    with pytest.raises(TwinError) as caught:
+        DeviceReport.from_twin(agent, T0)
+    assert caught.value.reason == "bad-reported"
+
+
+# -- "done" is observed on the cores --------------------------------------------------------------
+
+_SILENT = [
+    ("heartbeat-too-old", {"beat": T0 - POLICY.core_silence - timedelta(seconds=1)}),
+    ("heartbeat-before-activation", {"beat": T0 - timedelta(minutes=11)}),
+    ("no-inference-since-activation", {"inferences": 0}),
+]
+
+
+@pytest.mark.parametrize("silent", [row[1] for row in _SILENT], ids=[row[0] for row in _SILENT])
+def test_a_core_that_stopped_after_activation_is_never_confirmed(silent: dict[str, Any]) -> None:
+    # Before, a twin still saying "running" and a hub kept busy by telemetry confirmed the job.
+    job = _job(S.SOAKING)
+    report = DeviceReport(
+        AgentState.IDLE,
+        WF1,
+        "rel-2",
+        T0,  # the hub heard the device just now
+        cores={"m4-0": _alive("running"), "m4-1": _alive("running", **silent)},
+        phase=WorkflowPhase.CONFIRMED,
+    )
+    assert report.silent_cores(T0, POLICY.core_silence) == ["m4-1"]
+    assert observe(job, report, T0, POLICY) is None
+    assert expire(job, T0, POLICY) == Deadline()  # silence ends in TIMED_OUT, never in CONFIRMED
+    assert apply(job, Deadline(), T0, POLICY)[0].state is S.TIMED_OUT
+
+
+def test_a_report_without_cores_never_confirms() -> None:
+    report = DeviceReport(AgentState.IDLE, WF1, "rel-2", T0, phase=WorkflowPhase.CONFIRMED)
+    assert observe(_job(S.SOAKING), report, T0, POLICY) is None
+
+
+def test_every_core_alive_since_activation_confirms() -> None:
+    report = _report("idle", installed="rel-2", cores={"m4-0": "running", "m4-1": "running"})
+    later = T0 + POLICY.core_silence  # the bound is inclusive
+    assert observe(_job(S.SOAKING), report, later, POLICY) == Confirmed()
 
 
 @pytest.mark.parametrize(
@@ -401,6 +584,10 @@ def test_from_twin_tolerates_garbage(agent: dict[str, object]) -> None:
         (_job(S.FAILED, step="soak"), True),
         (_job(S.FAILED, step="stage"), False),
         (_job(S.REVERTED), False),
+        (_job(S.STAGED), True),
+        (_job(S.CANCELLING), True),
+        (_job(S.FAILED, step="cancel"), True),
+        (_job(S.CANCELLED, step="reverted"), False),
     ],
     ids=[
         "pending",
@@ -411,6 +598,10 @@ def test_from_twin_tolerates_garbage(agent: dict[str, object]) -> None:
         "unhealthy",
         "failed",
         "reverted",
+        "staged",
+        "cancelling",
+        "installed-after-cancel",
+        "cancel-undone",
     ],
 )
 def test_needs_rollback(job: Job, expected: bool) -> None:

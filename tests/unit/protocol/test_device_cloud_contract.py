@@ -15,6 +15,7 @@ from device_agent.protocol import (
     AgentState,
     BatchBuilder,
     CoreReport,
+    CoreState,
     EventRecord,
     HealthRecord,
     InferenceRecord,
@@ -23,12 +24,14 @@ from device_agent.protocol import (
     TelemetryError,
     TwinError,
     WorkflowAction,
+    WorkflowPhase,
     ack_patch,
     agent_patch,
     decode_batch,
     encode_batch,
     message_properties,
     parse_desired,
+    parse_reported,
 )
 from device_agent.protocol.telemetry import MAX_BATCH_BYTES
 
@@ -107,7 +110,7 @@ def test_reported_patch_and_acknowledgement_shapes() -> None:
         workflow_id="wf-1",
         installed_release="r1",
         last_result=ResultReport(1, "target-hash", "models/kws: sha256 mismatch", "download"),
-        cores={"m4-0": CoreReport("1.0.0", "running", "A", "kws", "1.0.0", "ab" * 32)},
+        cores={"m4-0": CoreReport("1.0.0", CoreState.RUNNING, "A", "kws", "1.0.0", "ab" * 32)},
     )
     reported = json.loads(agent_patch(agent))["tinyfleet"]
     assert reported["__t"] == "c"
@@ -223,3 +226,67 @@ def test_twin_parser_never_fails_with_anything_but_twin_error(document: Any) -> 
     for candidate in (document, {"$version": 1, "tinyfleet": {"service": document}}):
         with contextlib.suppress(TwinError):
             parse_desired(candidate)
+
+
+def _reported_agent() -> ReportedAgent:
+    return ReportedAgent(
+        agent_version="0.1.0",
+        profile="mt3620",
+        hardware_id="mt3620",
+        state=AgentState.DEPLOYING,
+        workflow_action=WorkflowAction.CANCEL,
+        workflow_id="wf-2",
+        installed_release="r1",
+        last_result=ResultReport(0, "", "", "check"),
+        cores={
+            "m4-0": CoreReport(
+                "1.0.0", CoreState.SELFTEST, "B", "kws", "2.0.0", "ab" * 32, None, 10, 20, 3
+            ),
+            "m4-1": CoreReport("unknown", CoreState.OFFLINE),
+        },
+        phase=WorkflowPhase.TRIAL,
+        phase_workflow_id="wf-1",
+        phase_reason="",
+    )
+
+
+def test_the_reported_document_parses_back_to_the_value_the_agent_wrote() -> None:
+    agent = _reported_agent()
+    written = json.loads(agent_patch(agent))["tinyfleet"]["agent"]
+    assert parse_reported(written) == agent
+    assert written["phase"] == {"name": "trial", "workflowId": "wf-1", "reason": ""}
+    assert written["cores"]["m4-0"]["heartbeatAtMs"] == 20
+
+
+def _mutated(change: Any) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(agent_patch(_reported_agent()))["tinyfleet"]["agent"]
+    change(document)
+    return document
+
+
+_BAD_REPORTED = [
+    ("not-an-object", lambda d: d.clear() or d.update(x=[1]), None),
+    ("unknown-phase", lambda d: d["phase"].update(name="installing"), "phase"),
+    ("unknown-state", lambda d: d.update(state="busy"), "state"),
+    ("unknown-core-state", lambda d: d["cores"]["m4-0"].update(state="dancing"), "core state"),
+    ("negative-heartbeat", lambda d: d["cores"]["m4-0"].update(heartbeatAtMs=-1), "heartbeatAt"),
+    ("bool-inferences", lambda d: d["cores"]["m4-0"].update(inferences=True), "inferences"),
+    ("cores-not-object", lambda d: d.update(cores=[1]), "cores"),
+    ("long-workflow-id", lambda d: d["phase"].update(workflowId="w" * 129), "workflowId"),
+    ("bad-action", lambda d: d["workflow"].update(action=7), "action"),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"), [row[1:] for row in _BAD_REPORTED], ids=[row[0] for row in _BAD_REPORTED]
+)
+def test_a_malformed_reported_document_is_refused_naming_the_field(
+    change: Any, field: str | None
+) -> None:
+    document = _mutated(change)
+    if field is None:
+        document = ["not", "an", "object"]  # type: ignore[assignment]
+    with pytest.raises(TwinError) as caught:
+        parse_reported(document)
+    assert caught.value.reason == "bad-reported"
+    assert field is None or field in caught.value.detail

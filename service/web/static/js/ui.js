@@ -104,7 +104,7 @@ export const PROGRESS_BUCKETS = [
   {
     key: "in_progress",
     label: "in progress",
-    states: ["offered", "downloading", "verifying", "transferring", "activating", "soaking"],
+    states: ["offered", "downloading", "verifying", "transferring", "staged", "activating", "soaking", "cancelling"],
   },
   { key: "failed", label: "failed", states: ["failed", "rejected", "reverted", "timed_out"] },
   { key: "pending", label: "pending", states: ["pending"] },
