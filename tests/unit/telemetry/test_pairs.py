@@ -12,8 +12,9 @@ from device_agent.protocol.telemetry import EventRecord
 from service.domain.gates import GatePolicy, Outcome, evaluate_gate
 from service.domain.rollups import CohortRollup, merge_all
 from service.telemetry._pairs import SUMMARY_MAX, Slot, SlotPair, judge_pairs, pair_slots
+from tests.unit.domain._device_fleet import binomial_ceiling
 from tests.unit.gates.fleet import BASELINE, ModelBehaviour, cohort
-from tests.unit.gates.test_false_alarms import DEFAULT, HAIR_TRIGGER, _binomial_ceiling
+from tests.unit.gates.test_false_alarms import DEFAULT, HAIR_TRIGGER
 
 POLICY = GatePolicy(stage="canary", alpha=0.01, min_inferences=500, min_devices=5)
 # The anomaly model's score is a reconstruction error: low is normal.
@@ -197,7 +198,7 @@ def test_equal_releases_fail_at_most_alpha_of_the_time(
     policy: GatePolicy, equal_releases: list[list[SlotPair]]
 ) -> None:
     fails = sum(judge_pairs(policy, pairs).outcome is Outcome.FAIL for pairs in equal_releases)
-    assert fails <= _binomial_ceiling(SEEDS, policy.alpha), f"{fails} of {SEEDS} failed"
+    assert fails <= binomial_ceiling(SEEDS, policy.alpha), f"{fails} of {SEEDS} failed"
 
 
 def test_the_split_is_what_keeps_the_bound(equal_releases: list[list[SlotPair]]) -> None:
