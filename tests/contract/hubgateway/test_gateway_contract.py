@@ -156,6 +156,14 @@ def test_a_spec_the_agent_would_refuse_is_refused_here(fields: dict[str, Any]) -
         ServiceSpec(**fields)
 
 
+def _without_nulls(document: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: _without_nulls(v) if isinstance(v, dict) else v
+        for k, v in document.items()
+        if v is not None
+    }
+
+
 def test_reported_agent_state_and_acknowledgement(rig: Rig) -> None:
     key = rig.gateway.register_device("dev-1").primary_key
     rig.gateway.set_desired_service("dev-1", DEPLOY)
@@ -167,8 +175,8 @@ def test_reported_agent_state_and_acknowledgement(rig: Rig) -> None:
     assert desired is not None
     rig.devices.report("dev-1", key, json.loads(ack_patch(desired)))
     twin = rig.gateway.get_twins(["dev-1"])["dev-1"]
-    # The hub applies reported patches as merge patches: null members are not stored.
-    assert twin.agent == {k: v for k, v in agent.to_json().items() if v is not None}
+    # The hub applies reported patches as merge patches: null members are not stored, at any depth.
+    assert twin.agent == _without_nulls(agent.to_json())
     assert twin.service_ack is not None
     assert (twin.service_ack["ac"], twin.service_ack["av"]) == (200, twin.desired_version)
     assert twin.reported_version >= 2 and twin.last_activity is not None
