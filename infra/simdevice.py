@@ -164,6 +164,12 @@ class SimulatedDevice:
     def firmware_path(self, core: str) -> Path:
         return self.specs[core].firmware
 
+    def exit_status(self, core: str) -> int | None:
+        """How the core's process ended; a link lost while the process still runs (it stopped
+        answering) gets a short grace to exit, then None."""
+        process = self.processes.get(core)
+        return None if process is None else process.exit_status(timeout=0.5)
+
     def _firmware_choice(self, core: str) -> Path:
         return self.state_dir / "cores" / f"{core}.firmware"
 
