@@ -544,6 +544,7 @@ class CoreMachine:
 
     def _infer(self) -> None:
         assert self._runtime is not None
+        self.hooks.inference_starting(self.inferences)
         sample = self._sensor.next() if self._sensor is not None else None
         if sample is None:
             return
