@@ -35,6 +35,8 @@ from device_agent.intercore import (
     CoreReverted,
     HostPhase,
     InferenceResult,
+    crash_code,
+    crash_reason,
 )
 from device_agent.liveness import Liveness
 from device_agent.protocol import (
@@ -90,11 +92,14 @@ AGENT_VERSION = "0.1.0"
 
 
 class CoreHost(Protocol):
-    """What boots the cores: restart one (into another firmware image) and say which it runs."""
+    """What boots the cores: restart one (into another firmware image), say which it runs, and
+    how a core's last process ended (None while it runs, or if the host cannot tell)."""
 
     def restart_core(self, core: str, firmware: Path | None = None) -> CoreClient: ...
 
     def firmware_path(self, core: str) -> Path: ...
+
+    def exit_status(self, core: str) -> int | None: ...
 
 
 class HubPort(Protocol):
@@ -182,6 +187,7 @@ class Agent:
         self._restart_due: dict[str, float] = {}  # core -> when to restart it
         self._restart_delay: dict[str, float] = {}  # core -> the back-off of its next restart
         self._restarted_at: dict[str, float] = {}  # core -> when it was last restarted
+        self._lost: dict[str, CoreClient] = {}  # core -> the client whose loss was reported
         self.core_restarts = 0
         self.liveness = Liveness(config.liveness_report_s)
         phase = saved.get("phase") or {}
@@ -298,8 +304,9 @@ class Agent:
         return client
 
     def _revive_cores(self, now: float) -> None:
-        """Restart each core whose link is gone, with back-off; a core that stays up for the
-        cap starts over at the first delay."""
+        """Report each core whose link is gone (one crash event per loss), and restart it with
+        back-off; a core that stays up for the cap starts over at the first delay."""
+        self._report_lost_cores()
         if self.host is None or not self.config.restart_cores:
             return
         first, cap = self.config.core_restart_first_s, self.config.core_restart_max_s
@@ -324,6 +331,7 @@ class Agent:
             self._restart_delay[core] = min(cap, delay * 2)
             self._restarted_at[core] = now
             self.core_restarts += 1
+            before = client.running
             try:
                 status = self.restart_core(core).connect()
             except (CoreLinkError, OSError) as exc:
@@ -332,12 +340,28 @@ class Agent:
                 continue
             self.logs.append(f"{core}: restarted after {delay:g} s ({status.state})")
             log.info("%s: core restarted after %g s (%s)", core, delay, status.state)
-            self.record_event("crash", core, 1, f"core exited; restarted after {delay:g} s")
+            booted = status.running
+            was = (before.model_id, before.version) if before else None
+            if was and booted and (booted.model_id, booted.version) != was:
+                booted_text = f"booted {booted.model_id} {booted.version} after the crash"
+                self.record_event("revert", core, 1, f"{status.last_reason}: {booted_text}")
             self._report_dirty = True
 
     def _drain_inbox(self) -> None:
         while not self._inbox.empty():
             self._dispatch(*self._inbox.get_nowait())
+
+    def _report_lost_cores(self) -> None:
+        """One crash event per lost link: the exit status (from the host) and the model the
+        core ran."""
+        for core, client in self.cores.items():
+            if not client.lost or self._lost.get(core) is client:
+                continue
+            self._lost[core] = client
+            status = self.host.exit_status(core) if self.host is not None else None
+            self.record_event(
+                "crash", core, crash_code(status), crash_reason(status, client.running)
+            )
 
     def _dispatch(self, kind: str, value: Any) -> None:
         if kind == "desired":
@@ -486,7 +510,7 @@ class Agent:
                     event.latency_us,
                     min(1.0, max(0.0, event.score)),
                     None if event.label is None else str(event.label),
-                    None,
+                    event.anomaly,
                 )
             )
         elif isinstance(event, CoreReverted):

@@ -26,6 +26,7 @@ from firmware._image import FirmwareImage
 from firmware._runtime import ModelRuntime, check_operators
 from firmware._slots import SlotRecord, SlotStore
 from firmware.icc import (
+    ANOMALY_FLAG_VERSION,
     NO_SLOT,
     PROTOCOL_VERSION,
     SLOT_ANY,
@@ -93,6 +94,7 @@ class CoreMachine:
         self.link = ReliableLink.for_profile(config.profile)
         self.table = store.load()
         self.established = False
+        self.session_version = 0  # the protocol version agreed with the host's last HELLO
         self.inferences = 0
         self.dropped_results = 0
         self._started = now
@@ -164,6 +166,7 @@ class CoreMachine:
         self._abort_transfer()
         self.link.reset(max_message_bytes=agreed.max_message_bytes, window=agreed.window)
         self.established = True
+        self.session_version = agreed.version
         self.link.send_unsequenced(self._caps(hello.nonce, agreed.version))
 
     def _caps(self, nonce: int, version: int = PROTOCOL_VERSION) -> Caps:
@@ -541,6 +544,7 @@ class CoreMachine:
 
     def _infer(self) -> None:
         assert self._runtime is not None
+        self.hooks.inference_starting(self.inferences)
         sample = self._sensor.next() if self._sensor is not None else None
         if sample is None:
             return
@@ -566,6 +570,7 @@ class CoreMachine:
                 result.score,
                 min(result.latency_us, 0xFFFFFFFF),
                 sample.truth,
+                result.anomaly if self.session_version >= ANOMALY_FLAG_VERSION else None,
             )
         )
 

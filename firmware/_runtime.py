@@ -2,13 +2,17 @@
 it against the firmware and the release metadata, run self-test vectors, run inference.
 
 Post-processing is described by the model itself (a `tinyfleet` metadata entry written by the
-builder): classifiers report the arg-max label and its probability; anomaly detectors
-(autoencoders) report the reconstruction error as the score and label 1 above the threshold.
+builder): classifiers report the arg-max label and its probability, and no anomaly flag;
+anomaly detectors (autoencoders) report the reconstruction error as the score, and flag (and
+label 1) a window whose error is above the model's `threshold`. The threshold is fixed by the
+builder from healthy training windows, so it travels with each model version; an anomaly
+model without a usable threshold is refused at load (MODEL_INVALID), never run with a guess.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +43,7 @@ class InferenceResult:
     label: int
     score: float
     latency_us: int
+    anomaly: bool | None = None  # None: the model is not an anomaly detector
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,25 @@ class ModelRuntime:
         self._out_scale, self._out_zero = self._quant(out)
         raw = model_metadata(model, METADATA_KEY)
         self._post: dict[str, Any] = json.loads(raw) if raw else {"task": "classification"}
+        self._threshold = self._anomaly_threshold(self._post)
+
+    @staticmethod
+    def _anomaly_threshold(post: dict[str, Any]) -> float | None:
+        """The anomaly model's decision threshold; None for other tasks."""
+        if post.get("task") != "anomaly":
+            return None
+        threshold = post.get("threshold")
+        if (
+            not isinstance(threshold, int | float)
+            or isinstance(threshold, bool)
+            or not math.isfinite(threshold)
+            or threshold < 0
+        ):
+            raise ModelRejectedError(
+                ReasonCode.MODEL_INVALID,
+                f"anomaly model metadata has no usable threshold ({threshold!r})",
+            )
+        return float(threshold)
 
     @staticmethod
     def _check(details: dict[str, Any], dtype: str, shape: tuple[int, ...], which: str) -> None:
@@ -154,12 +178,11 @@ class ModelRuntime:
             tensor = features.astype(dtype).reshape(self.record.input_shape)
         output, latency = self._invoke(tensor)
         values = (output.reshape(-1).astype(np.float64) - self._out_zero) * self._out_scale
-        if self._post.get("task") == "anomaly":
+        if self._threshold is not None:
             seen = (tensor.reshape(-1).astype(np.float64) - self._in_zero) * self._in_scale
             score = float(((values - seen) ** 2).mean())
-            return InferenceResult(
-                int(score > float(self._post.get("threshold", 0.0))), score, latency
-            )
+            anomalous = score > self._threshold
+            return InferenceResult(int(anomalous), score, latency, anomalous)
         if values.size == 0:
             return InferenceResult(NO_LABEL, 0.0, latency)
         label = int(values.argmax())

@@ -44,6 +44,7 @@ def command_line(
     crash_point: str | None = None,
     crash_before_message: int | None = None,
     crash_after_message: int | None = None,
+    crash_after_inferences: int | None = None,
 ) -> list[str]:
     """The argv that starts one core process (pass `fd` in `pass_fds`)."""
     argv = [
@@ -60,6 +61,8 @@ def command_line(
         argv += ["--crash-before-message", str(crash_before_message)]
     if crash_after_message is not None:
         argv += ["--crash-after-message", str(crash_after_message)]
+    if crash_after_inferences is not None:
+        argv += ["--crash-after-inferences", str(crash_after_inferences)]
     return argv
 
 
@@ -81,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--crash-after-message", type=int, help="fault injection: die after the Nth message"
+    )
+    p.add_argument(
+        "--crash-after-inferences",
+        type=int,
+        help="fault injection: die after N inferences of each boot (a crashing model)",
     )
     return p
 
@@ -121,7 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         profile = profile_named(args.profile)
         image = FirmwareImage.load(args.firmware)
-        hooks = FaultHooks(args.crash_point, args.crash_before_message, args.crash_after_message)
+        hooks = FaultHooks(
+            args.crash_point,
+            args.crash_before_message,
+            args.crash_after_message,
+            args.crash_after_inferences,
+        )
         store = SlotStore(args.state_dir / args.core_id, hooks)
         config = CoreConfig(
             core_id=args.core_id,

@@ -1,4 +1,5 @@
-"""Fault injection hooks for the simulated cores: die at a named point or at a message boundary.
+"""Fault injection hooks for the simulated cores: die at a named point, at a message boundary, or
+after N inferences (a model that crashes its core once it runs, for testing the health gates).
 
 A real power cut can happen between any two instructions; these hooks let tests stop the core
 process at the points where that matters (between writing a slot and recording it, between
@@ -35,11 +36,14 @@ class FaultHooks:
     crash_point: str | None = None
     crash_before_message: int | None = None  # die on receiving the Nth sequenced message
     crash_after_message: int | None = None  # die after handling (and answering) the Nth
+    crash_after_inferences: int | None = None  # die instead of running inference N+1 of a boot
     messages_seen: int = 0
 
     def __post_init__(self) -> None:
         if self.crash_point is not None and self.crash_point not in CRASH_POINTS:
             raise ValueError(f"unknown crash point {self.crash_point!r}")
+        if self.crash_after_inferences is not None and self.crash_after_inferences < 0:
+            raise ValueError("crash_after_inferences must be 0 or more")
 
     def point(self, name: str) -> None:
         """Die here if this is the configured crash point."""
@@ -53,4 +57,9 @@ class FaultHooks:
 
     def message_handled(self) -> None:
         if self.messages_seen == self.crash_after_message:
+            os._exit(CRASH_EXIT_CODE)
+
+    def inference_starting(self, done: int) -> None:
+        """Die before the next inference once `done` results were produced since boot."""
+        if self.crash_after_inferences is not None and done >= self.crash_after_inferences:
             os._exit(CRASH_EXIT_CODE)

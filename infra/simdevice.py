@@ -52,6 +52,7 @@ class CoreSpec:
     inference_period_s: float = 0.5
     seed: int = 0
     crash_point: str | None = None
+    crash_after_inferences: int | None = None  # a crashing model: every boot dies after N
 
 
 class SimulatedDevice:
@@ -143,6 +144,7 @@ class SimulatedDevice:
                 inference_period_s=spec.inference_period_s,
                 seed=spec.seed,
                 crash_point=spec.crash_point,
+                crash_after_inferences=spec.crash_after_inferences,
             ),
             max_message_bytes=self.profile.max_message_bytes,
         )
@@ -163,6 +165,12 @@ class SimulatedDevice:
 
     def firmware_path(self, core: str) -> Path:
         return self.specs[core].firmware
+
+    def exit_status(self, core: str) -> int | None:
+        """How the core's process ended; a link lost while the process still runs (it stopped
+        answering) gets a short grace to exit, then None."""
+        process = self.processes.get(core)
+        return None if process is None else process.exit_status(timeout=0.5)
 
     def _firmware_choice(self, core: str) -> Path:
         return self.state_dir / "cores" / f"{core}.firmware"

@@ -33,6 +33,7 @@ from device_agent.intercore._events import (
     SelfTestReport,
     SlotView,
 )
+from device_agent.intercore._exits import EXIT_UNKNOWN, RunningModel, crash_code, crash_reason
 from device_agent.intercore._faults import FaultPlan, FaultyChannel
 from device_agent.intercore._process import CoreProcess
 from device_agent.intercore._state import HostPhase
@@ -45,6 +46,7 @@ from device_agent.intercore._transport import (
 )
 
 __all__ = [
+    "EXIT_UNKNOWN",
     "ClientLimits",
     "CoreClient",
     "CoreEvent",
@@ -64,10 +66,13 @@ __all__ = [
     "InferenceResult",
     "MemoryTransport",
     "ModelTarget",
+    "RunningModel",
     "SelfTestReport",
     "SelfTestVector",
     "SeqpacketTransport",
     "SlotView",
     "TargetMetadataError",
+    "crash_code",
+    "crash_reason",
     "memory_pipe",
 ]

@@ -36,6 +36,7 @@ from device_agent.intercore._events import (
     InferenceResult,
     SelfTestReport,
 )
+from device_agent.intercore._exits import RunningModel
 from device_agent.intercore._state import HostPhase, next_phase
 from device_agent.intercore._target import ModelTarget
 from device_agent.intercore._transport import CoreTransport
@@ -118,6 +119,8 @@ class CoreClient:
         self.dropped_events = 0
         self.phase = HostPhase.DISCONNECTED
         self.core_id = ""
+        self._established = False  # a session opened and the owner has not closed it
+        self._running: RunningModel | None = None
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._transport_failed = False
@@ -168,6 +171,7 @@ class CoreClient:
         self._require_connected()
         caps = self._request(Status(), lambda m: isinstance(m, Caps))
         assert isinstance(caps, Caps)
+        self._note_caps(caps)
         return CoreStatus.from_caps(caps)
 
     @_locked
@@ -285,6 +289,18 @@ class CoreClient:
         return events
 
     @property
+    def running(self) -> RunningModel | None:
+        """The model the core last said it runs (its CAPS, or its latest inference result);
+        kept after the link is lost, so that a crash can name it."""
+        return self._running
+
+    @property
+    def lost(self) -> bool:
+        """A session was open and its link is gone without `close()` or `detach()`: the core
+        exited, faulted or stopped answering."""
+        return self._established and self.phase is HostPhase.DISCONNECTED
+
+    @property
     def link_stats(self) -> dict[str, int]:
         stats = vars(self._link.stats)
         return {**stats, "dropped_events": self.dropped_events}
@@ -297,7 +313,7 @@ class CoreClient:
         locked = self._lock.acquire(timeout=2.0)
         try:
             self._transport.close()
-            self.phase = HostPhase.DISCONNECTED
+            self.phase, self._established = HostPhase.DISCONNECTED, False
         finally:
             if locked:
                 self._lock.release()
@@ -307,7 +323,7 @@ class CoreClient:
         as an agent restarted in the same process does)."""
         self._stop_pump()
         with self._lock:
-            self.phase = HostPhase.DISCONNECTED
+            self.phase, self._established = HostPhase.DISCONNECTED, False
 
     # -- the pump thread -----------------------------------------------------------------------
 
@@ -485,6 +501,7 @@ class CoreClient:
         match message:
             case Inference():
                 event = InferenceResult.from_message(self.core_id, message)
+                self._running = RunningModel(message.slot, message.model_id, message.version)
             case Log():
                 event = CoreLog(self.core_id, message.level.name.lower(), message.text)
             case Heartbeat():
@@ -511,9 +528,16 @@ class CoreClient:
 
     # -- state ---------------------------------------------------------------------------------
 
+    def _note_caps(self, caps: Caps) -> None:
+        slot = caps.trial_slot if caps.trial_slot != NO_SLOT else caps.active_slot
+        model = caps.active_model
+        self._running = None if model is None else RunningModel(slot, model.model_id, model.version)
+
     def _connected(self, caps: Caps) -> CoreStatus:
         status = CoreStatus.from_caps(caps)
         self.core_id = caps.core_id
+        self._established = True
+        self._note_caps(caps)
         if caps.trial_slot != NO_SLOT:
             event = "connect-trial"
         elif any(s.state.name == "STAGED" for s in caps.slots):

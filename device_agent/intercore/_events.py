@@ -114,7 +114,9 @@ class SelfTestReport:
 @dataclass(frozen=True)
 class InferenceResult:
     """One inference on a core. `truth` is the simulated sensor's ground truth (None if
-    unknown), so that telemetry can measure each model version's quality."""
+    unknown), so that telemetry can measure each model version's quality. `anomaly` is an
+    anomaly detector's decision for the window; None for models that are not detectors (and
+    for cores that speak protocol version 1)."""
 
     core_id: str
     slot: int
@@ -125,6 +127,7 @@ class InferenceResult:
     score: float
     latency_us: int
     truth: int | None
+    anomaly: bool | None = None
 
     @property
     def correct(self) -> bool | None:
@@ -135,7 +138,7 @@ class InferenceResult:
         return cls(
             core_id, m.slot, m.counter, m.model_id, m.version,
             None if m.label == NO_LABEL else m.label, m.score, m.latency_us,
-            None if m.truth == NO_LABEL else m.truth,
+            None if m.truth == NO_LABEL else m.truth, m.anomaly,
         )  # fmt: skip
 
 

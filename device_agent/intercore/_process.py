@@ -42,6 +42,14 @@ class CoreProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def exit_status(self, timeout: float = 0.0) -> int | None:
+        """The exit status once the process has ended (negative: the signal that ended it),
+        waiting up to `timeout` for it to be reaped; None while it still runs."""
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def kill(self) -> int:
         """SIGKILL (a power cut for this core) and reap; returns the exit status."""
         self.process.kill()

@@ -65,7 +65,7 @@ class InferenceRecord:
     latency_us: int
     score: float  # the winning class's confidence, or the anomaly score, in [0, 1]
     label: str | None = None
-    anomaly: bool | None = None
+    anomaly: bool | None = None  # an anomaly detector's own decision; None: not a detector
 
     def row(self) -> list[Any]:
         return [
@@ -102,6 +102,9 @@ class HealthRecord:
 
 @dataclass(frozen=True)
 class EventRecord:
+    """One event. A `crash` is one lost core: `code` is its exit status (negative: the signal;
+    256: unknown) and `reason` says how it ended and which model it ran."""
+
     ts_ms: int
     kind: str
     core: str | None

@@ -22,6 +22,7 @@ from firmware.icc._handshake import Negotiated, negotiate
 from firmware.icc._link import LinkStats, ReliableLink
 from firmware.icc._message_codec import decode_message, encode_message, message_type
 from firmware.icc._messages import (
+    ANOMALY_FLAG_VERSION,
     NO_LABEL,
     NO_SLOT,
     PROTOCOL_VERSION,
@@ -56,6 +57,7 @@ from firmware.icc._profiles import LINUX_A7_M4, MT3620, PROFILES, DeviceProfile,
 from firmware.icc._reasons import CoreState, ReasonCode, SlotState
 
 __all__ = [
+    "ANOMALY_FLAG_VERSION",
     "LINUX_A7_M4",
     "MT3620",
     "NO_LABEL",

@@ -125,6 +125,9 @@ class Reader:
             raise DecodeError(f"tensor rank {rank} exceeds 8")
         return tuple(self.u16() for _ in range(rank))
 
+    def at_end(self) -> bool:
+        return self._pos == len(self._data)
+
     def finish(self) -> None:
         if self._pos != len(self._data):
             raise DecodeError(f"{len(self._data) - self._pos} unexpected trailing bytes")

@@ -4,6 +4,9 @@ Invariants:
  * `decode_message(t, encode_message(m)[1]) == m` for every valid message `m` of type `t`.
  * `decode_message` raises only `DecodeError`, whatever the bytes: unknown types, short or
    long payloads, bad enum values and non-UTF-8 text are all refused.
+ * Fields added by a later protocol version are optional trailing fields: a payload without
+   them is the earlier version's layout and decodes with the field absent (None), and a
+   message whose new field is None encodes to exactly the earlier layout.
 """
 
 from __future__ import annotations
@@ -164,10 +167,18 @@ def _dec_selftest(r: Reader) -> SelfTest:
 def _enc_inference(m: Inference, w: Writer) -> None:
     w.u8(m.slot).u32(m.counter).str8(m.model_id).str8(m.version).u8(m.label).f32(m.score)
     w.u32(m.latency_us).u8(m.truth)
+    if m.anomaly is not None:  # version 2's trailing byte; absent for "not a detector"
+        w.u8(int(m.anomaly))
 
 
 def _dec_inference(r: Reader) -> Inference:
-    return Inference(r.u8(), r.u32(), r.str8(), r.str8(), r.u8(), r.f32(), r.u32(), r.u8())
+    fields = (r.u8(), r.u32(), r.str8(), r.str8(), r.u8(), r.f32(), r.u32(), r.u8())
+    if r.at_end():
+        return Inference(*fields)
+    flag = r.u8()
+    if flag > 1:
+        raise DecodeError(f"anomaly flag holds {flag}, not 0 or 1")
+    return Inference(*fields, anomaly=bool(flag))
 
 
 def _enc_heartbeat(m: Heartbeat, w: Writer) -> None:

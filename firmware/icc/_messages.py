@@ -13,6 +13,7 @@ from typing import TypeAlias
 from firmware.icc._reasons import CoreState, ReasonCode, SlotState
 
 __all__ = [
+    "ANOMALY_FLAG_VERSION",
     "NO_LABEL",
     "NO_SLOT",
     "PROTOCOL_VERSION",
@@ -44,7 +45,10 @@ __all__ = [
     "Window",
 ]
 
-PROTOCOL_VERSION = 1  # the highest application protocol version this package speaks
+# The highest application protocol version this package speaks. Version 2 adds INFERENCE's
+# anomaly flag; a core sends it only in a session that agreed on version 2 or later.
+PROTOCOL_VERSION = 2
+ANOMALY_FLAG_VERSION = 2
 SLOT_ANY = 0xFF  # in BEGIN: let the core choose its inactive slot
 NO_SLOT = 0xFF  # in reports: no slot
 NO_LABEL = 0xFF  # in INFERENCE: no class label (score-only models) or unknown ground truth
@@ -252,7 +256,9 @@ class Revert:
 @dataclass(frozen=True)
 class Inference:
     """C→H: one inference result. `truth` is the simulated sensor's ground truth (or
-    `NO_LABEL`), so the fleet can measure model quality."""
+    `NO_LABEL`), so the fleet can measure model quality. `anomaly` is an anomaly detector's
+    decision for this window (its score against the model's own threshold); None for models
+    that are not anomaly detectors, and on the wire of protocol version 1."""
 
     slot: int
     counter: int
@@ -262,6 +268,7 @@ class Inference:
     score: float
     latency_us: int
     truth: int = NO_LABEL
+    anomaly: bool | None = None
 
 
 @dataclass(frozen=True)

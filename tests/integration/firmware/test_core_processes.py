@@ -4,6 +4,7 @@ killed at every message boundary and every crash point of a swap."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import shutil
 from pathlib import Path
@@ -199,3 +200,25 @@ def test_a_restarted_agent_finds_the_core_consistent_and_can_finish_the_swap(
     else:
         install(fresh, "vibration-v2.0.0")
     assert running_version(fresh) == ("2.0.0", {"2.0.0"})
+
+
+def test_a_core_armed_to_crash_after_n_inferences_sends_n_results_then_dies(
+    spawn_core: Any, tmp_path: Path
+) -> None:
+    state = tmp_path / "cores"
+    process, client = spawn_core(state, crash_after_inferences=3)
+    client.connect()  # no model yet: nothing runs, nothing crashes
+    install(client, "vibration-v2.0.0")
+    results: list[InferenceResult] = []
+    for _ in range(600):  # at most a minute
+        if client.lost:
+            break
+        with contextlib.suppress(CoreUnavailableError):  # the EOF surfaces in a poll
+            results += [e for e in client.poll(0.1) if isinstance(e, InferenceResult)]
+    results += [e for e in client.poll(0) if isinstance(e, InferenceResult)]  # queued ones
+    assert client.lost and process.exit_status(timeout=10) == CRASH_EXIT_CODE
+    assert [r.counter for r in results] == [1, 2, 3]
+    # Every boot crashes again after 3 inferences: a crashing model, not a one-off fault.
+    process, client = spawn_core(state, crash_after_inferences=3)
+    client.connect()
+    assert process.exit_status(timeout=30) == CRASH_EXIT_CODE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from firmware.icc import (
     LINUX_A7_M4,
+    MT3620,
     NO_SLOT,
     OVERHEAD_BYTES,
     Abort,
@@ -90,6 +92,8 @@ EXAMPLES: list[Message] = [
     Confirm(1),
     Revert(0, ReasonCode.CONFIRM_TIMEOUT),
     Inference(1, 42, "kws", "2.0.0", 3, 0.875, 950, 3),
+    Inference(0, 7, "vibration", "2.0.0", 1, 0.5, 300, 1, anomaly=True),
+    Inference(0, 8, "vibration", "2.0.0", 0, 0.25, 300, 0, anomaly=False),
     Log(LogLevel.WARNING, "arena nearly full"),
     Heartbeat(uptime_ms=2**40, state=CoreState.RUNNING, active_slot=0, inferences=9),
     Ack(MessageType.END, 16384),
@@ -197,6 +201,39 @@ def test_encoding_refuses_values_the_layout_cannot_carry(message: Message) -> No
         encode_message(message)
 
 
+# INFERENCE as protocol version 1 laid it out (no anomaly byte) and as version 2 adds it: the
+# bytes a C port must produce and accept, field by field.
+_INFERENCE_V1 = bytes.fromhex(
+    "000700000009" + b"vibration".hex() + "05" + b"2.0.0".hex() + "010000003f2c01000001"
+)
+
+
+@pytest.mark.parametrize(
+    ("payload", "anomaly"),
+    [(_INFERENCE_V1, None), (_INFERENCE_V1 + b"\x00", False), (_INFERENCE_V1 + b"\x01", True)],
+    ids=["v1-no-flag", "v2-normal", "v2-anomalous"],
+)
+def test_inference_test_vectors_decode_with_and_without_the_anomaly_byte(
+    payload: bytes, anomaly: bool | None
+) -> None:
+    message = Inference(0, 7, "vibration", "2.0.0", 1, 0.5, 300, 1, anomaly=anomaly)
+    assert decode_message(MessageType.INFERENCE, payload) == message
+    assert encode_message(message) == (MessageType.INFERENCE, payload)
+
+
+def test_an_inference_without_a_flag_keeps_the_version_1_layout() -> None:
+    plain = Inference(1, 42, "kws", "2.0.0", 3, 0.875, 950, 3)
+    assert plain.anomaly is None
+    assert len(encode_message(plain)[1]) == len(encode_message(replace(plain, anomaly=True))[1]) - 1
+
+
+def test_a_flagged_inference_fits_the_frame_limits() -> None:
+    longest = Inference(0, 2**32 - 1, "m" * 255, "v" * 255, 0, 1.0, 2**32 - 1, 0, anomaly=True)
+    assert OVERHEAD_BYTES + len(encode_message(longest)[1]) <= MT3620.max_message_bytes
+    long_ids = replace(longest, model_id="m" * 64, version="v" * 32)
+    assert OVERHEAD_BYTES + len(encode_message(long_ids)[1]) <= LINUX_A7_M4.max_message_bytes
+
+
 @pytest.mark.parametrize(
     ("kind", "payload", "match"),
     [
@@ -206,8 +243,19 @@ def test_encoding_refuses_values_the_layout_cannot_carry(message: Message) -> No
         (MessageType.ABORT, b"\xee", "not a valid ReasonCode"),
         (MessageType.LOG, b"\x01\x02\x00\xff\xfe", "not UTF-8"),
         (MessageType.SELFTEST, b"\x00\x07" + bytes(10), "boolean"),
+        (MessageType.INFERENCE, _INFERENCE_V1 + b"\x02", "anomaly flag"),
+        (MessageType.INFERENCE, _INFERENCE_V1 + b"\x01\x00", "trailing"),
     ],
-    ids=["unknown-type", "short", "long", "bad-enum", "bad-utf8", "bad-bool"],
+    ids=[
+        "unknown-type",
+        "short",
+        "long",
+        "bad-enum",
+        "bad-utf8",
+        "bad-bool",
+        "bad-anomaly-flag",
+        "inference-too-long",
+    ],
 )
 def test_decoding_names_the_problem(kind: int, payload: bytes, match: str) -> None:
     with pytest.raises(DecodeError, match=match):
