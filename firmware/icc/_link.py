@@ -8,8 +8,11 @@ The scheme is go-back-N with cumulative acknowledgements:
  * Every frame carries `ack`: the next sequence number this side expects. An in-order frame is
    delivered and advances it; a duplicate or out-of-order frame is dropped and re-acknowledged.
    When no outgoing frame can carry an owed acknowledgement, a bare WINDOW frame does.
- * When the oldest frame in flight stays unacknowledged for `retransmit_timeout_s`, every frame
-   in flight is sent again. After `max_retransmits` rounds the peer is declared unresponsive.
+ * When the oldest frame in flight stays unacknowledged for its timeout, every frame in flight
+   is sent again. The timeout starts at `retransmit_timeout_s` and doubles with each round the
+   oldest frame has had, up to `max_retransmit_timeout_s` (exponential back-off: a peer starved
+   of CPU for a few seconds is waited for, and is not flooded meanwhile). After
+   `max_retransmits` rounds the peer is declared unresponsive.
  * Unsequenced frames (HELLO, CAPS, NACK of a handshake) bypass all of this; the session layer
    retries them itself.
 
@@ -76,10 +79,12 @@ class ReliableLink:
         window: int,
         retransmit_timeout_s: float,
         max_retransmits: int,
+        max_retransmit_timeout_s: float | None = None,
     ) -> None:
         self.max_message_bytes = max_message_bytes
         self.window = window
         self._rto = retransmit_timeout_s
+        self._max_rto = max(retransmit_timeout_s, max_retransmit_timeout_s or retransmit_timeout_s)
         self._max_rounds = max_retransmits
         self.stats = LinkStats()
         self.reset()
@@ -92,6 +97,7 @@ class ReliableLink:
             window=profile.window,
             retransmit_timeout_s=profile.retransmit_timeout_s,
             max_retransmits=profile.max_retransmits,
+            max_retransmit_timeout_s=profile.max_retransmit_timeout_s,
         )
 
     def reset(self, *, max_message_bytes: int | None = None, window: int | None = None) -> None:
@@ -153,7 +159,8 @@ class ReliableLink:
         while self._control:
             kind, payload = self._control.popleft()
             out.append(self._encode(Frame(type=kind, payload=payload)))
-        if self._in_flight and now >= self._in_flight[0].sent_at + self._rto:
+        deadline = self.next_deadline()
+        if deadline is not None and now >= deadline:
             if self._in_flight[0].rounds >= self._max_rounds:
                 raise PeerUnresponsiveError(
                     f"frame {self._in_flight[0].seq} unacknowledged after "
@@ -176,7 +183,10 @@ class ReliableLink:
 
     def next_deadline(self) -> float | None:
         """When `outbound` must next be called even if nothing arrives (a retransmission)."""
-        return self._in_flight[0].sent_at + self._rto if self._in_flight else None
+        if not self._in_flight:
+            return None
+        oldest = self._in_flight[0]
+        return oldest.sent_at + min(self._rto * (1 << oldest.rounds), self._max_rto)
 
     # -- receiving -----------------------------------------------------------------------------
 

@@ -39,7 +39,9 @@ class DeviceProfile:
         firmware_updates_allowed: whether the agent may replace core firmware images itself.
         window: frames a sender may have in flight before it must wait for an acknowledgement.
         retransmit_timeout_s: time without an acknowledgement before unacknowledged frames are
-            sent again.
+            sent again the first time; it doubles with each further round of the same frame...
+        max_retransmit_timeout_s: ...up to this (0.25 s doubling to 2 s over 12 rounds: the
+            peer is declared unresponsive after about 20 s of silence, not 3 s).
         max_retransmits: retransmissions of one frame before the peer is declared unresponsive.
     """
 
@@ -53,6 +55,7 @@ class DeviceProfile:
     firmware_updates_allowed: bool
     window: int = 8
     retransmit_timeout_s: float = 0.25
+    max_retransmit_timeout_s: float = 2.0
     max_retransmits: int = 12
 
     def __post_init__(self) -> None:
@@ -60,7 +63,11 @@ class DeviceProfile:
             raise ConfigurationError(f"{self.name}: max_message_bytes must be in 64..65535")
         if not 1 <= self.window <= 64:
             raise ConfigurationError(f"{self.name}: window must be in 1..64")
-        if self.retransmit_timeout_s <= 0 or self.max_retransmits < 1:
+        if (
+            self.retransmit_timeout_s <= 0
+            or self.max_retransmit_timeout_s < self.retransmit_timeout_s
+            or self.max_retransmits < 1
+        ):
             raise ConfigurationError(f"{self.name}: retransmission limits must be positive")
         if not self.core_ids:
             raise ConfigurationError(f"{self.name}: a profile needs at least one core")

@@ -26,14 +26,19 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True)
 class ApiLimits:
-    """Request body caps, in bytes."""
+    """Request body caps, in bytes, and how many uploads may stream in at once (each spools up
+    to `max_upload_body` to disk and hashes it: the bound keeps a burst of uploads from filling
+    the disk or starving the other requests)."""
 
     max_json_body: int = 1024 * 1024
     max_upload_body: int = MAX_UPLOAD_BYTES + _UPLOAD_OVERHEAD
+    max_concurrent_uploads: int = 4
 
     def __post_init__(self) -> None:
         if self.max_json_body < 1024 or self.max_upload_body < 1024:
             raise ValueError("body limits below 1 KiB would refuse ordinary requests")
+        if not 1 <= self.max_concurrent_uploads <= 64:
+            raise ValueError("max_concurrent_uploads must be between 1 and 64")
 
 
 class ReleasePort(Protocol):

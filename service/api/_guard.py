@@ -12,6 +12,9 @@ Invariants:
   declared Content-Length over the cap is a 413 before reading; a body that grows past the cap
   while streaming (chunked, or lying about its length) is a 413 as soon as it does, with at most
   one more ASGI message read.
+- At most `ApiLimits.max_concurrent_uploads` multipart bodies stream at once; one more is a 503
+  problem (`busy`, with Retry-After) before a byte of it is read. The slot is freed when the
+  request ends, however it ends.
 - Requests without a body (GET, the dashboard's files, health) pass untouched.
 """
 
@@ -54,6 +57,7 @@ class BodyGuard:
         self._prefix = prefix
         self._authenticate = authenticate
         self._may_upload = may_upload
+        self._uploads = 0  # multipart bodies streaming now (one event loop: no lock needed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith(self._prefix):
@@ -85,7 +89,17 @@ class BodyGuard:
         if declared is not None and int(declared) > limit:
             await _too_large(limit)(scope, receive, send)
             return
-        await self._guarded(scope, receive, send, limit)
+        if not multipart:
+            await self._guarded(scope, receive, send, limit)
+            return
+        if self._uploads >= limits.max_concurrent_uploads:
+            await _busy(limits.max_concurrent_uploads)(scope, receive, send)
+            return
+        self._uploads += 1
+        try:
+            await self._guarded(scope, receive, send, limit)
+        finally:
+            self._uploads -= 1
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         seen = 0
@@ -112,6 +126,13 @@ class BodyGuard:
             if started:
                 raise
             await _too_large(limit)(scope, receive, send)
+
+
+def _busy(slots: int) -> ASGIApp:
+    detail = f"{slots} uploads are already streaming in; retry in a few seconds"
+    response = problem(503, "busy", detail)
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 def _too_large(limit: int) -> ASGIApp:

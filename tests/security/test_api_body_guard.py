@@ -65,31 +65,40 @@ def call(
             reply.read = sent
             return {"type": "http.request", "body": chunk, "more_body": sent < total}
 
-        async def send(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                reply.status = message["status"]
-                reply.headers = {k.decode(): v.decode() for k, v in message["headers"]}
-            elif message["type"] == "http.response.body":
-                reply.body += message.get("body", b"")
-
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": f"/api/v1{path}",
-            "raw_path": f"/api/v1{path}".encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-            "client": ("127.0.0.1", 1),
-            "server": ("api.test", 80),
-        }
-        await app(scope, receive, send)
+        await app(_scope(method, path, headers), receive, _sink(reply))
 
     anyio.run(run)
     return reply
+
+
+def _scope(method: str, path: str, headers: dict[str, str]) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": f"/api/v1{path}",
+        "raw_path": f"/api/v1{path}".encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 1),
+        "server": ("api.test", 80),
+    }
+
+
+def _sink(reply: Reply) -> Any:
+    """An ASGI `send` that records the response in `reply`."""
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            reply.status = message["status"]
+            reply.headers = {k.decode(): v.decode() for k, v in message["headers"]}
+        elif message["type"] == "http.response.body":
+            reply.body += message.get("body", b"")
+
+    return send
 
 
 @pytest.fixture(scope="module")
@@ -252,3 +261,59 @@ def test_chunked_oversized_upload_through_a_client_is_413(world: tuple[ApiWorld,
     )
     assert answer.status_code == 413, answer.text
     assert answer.headers["content-type"] == PROBLEM
+
+
+def test_uploads_beyond_the_concurrency_bound_are_503_unread(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """With one upload slot, a second upload while the first streams is refused at once and
+    unread; the slot is free again when the first ends."""
+    limits = ApiLimits(
+        max_json_body=16 * 1024, max_upload_body=256 * 1024, max_concurrent_uploads=1
+    )
+    with full_api(tmp_path_factory.mktemp("busy"), limits) as (w, _api):
+        headers = {
+            "content-type": MULTIPART,
+            "authorization": f"Bearer {w.tokens[Role.RELEASE_SIGNER]}",
+            "transfer-encoding": "chunked",
+        }
+        first = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="m"\r\n\r\n'
+        replies: dict[str, Reply] = {}
+
+        async def run() -> None:
+            streaming, release = anyio.Event(), anyio.Event()
+
+            async def slow() -> None:
+                reply = replies.setdefault("slow", Reply())
+                sent = [False]
+
+                async def receive() -> dict[str, Any]:
+                    if not sent[0]:
+                        sent[0] = True
+                        reply.read = len(first)
+                        return {"type": "http.request", "body": first, "more_body": True}
+                    streaming.set()
+                    await release.wait()
+                    return {"type": "http.request", "body": b"--xyz--\r\n", "more_body": False}
+
+                await w.app(
+                    _scope("PUT", "/releases/rel-1/artifacts/m4-0", headers), receive, _sink(reply)
+                )
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(slow)
+                await streaming.wait()
+                replies["second"] = await anyio.to_thread.run_sync(
+                    lambda: call(w.app, "PUT", "/releases/rel-1/artifacts/m4-0", headers, BIG)
+                )
+                release.set()
+
+        anyio.run(run)
+        second = replies["second"]
+        assert second.status == 503, second.body[:300]
+        assert second.problem()["code"] == "busy"
+        assert second.headers.get("retry-after") == "5"
+        assert second.read == 0
+        assert replies["slow"].status not in (0, 503), replies["slow"].body[:300]
+        after = call(w.app, "PUT", "/releases/rel-1/artifacts/m4-0", headers, BIG, first=first)
+        assert after.status == 413, after.body[:300]  # its slot was free: read up to the cap

@@ -6,6 +6,7 @@ import pytest
 
 from device_agent.intercore._faults import FaultPlan
 from firmware.icc import (
+    PROFILES,
     Data,
     Log,
     LogLevel,
@@ -74,6 +75,42 @@ def test_an_unresponsive_peer_is_reported_after_the_retransmission_limit() -> No
         assert len(link.outbound(float(round_))) == 1
     with pytest.raises(PeerUnresponsiveError, match="after 3 retransmissions"):
         link.outbound(4.0)
+
+
+def test_retransmissions_back_off_so_a_peer_starved_for_seconds_is_waited_for() -> None:
+    """0.25 s doubling to 2 s: resent at 0.25, 0.75, 1.75, 3.75, 5.75... (a fixed 0.25 s gave up
+    after 3 s, which an application core under CPU contention exceeds: the demo beside a CPU
+    hog lost its cores' links that way)."""
+    link = ReliableLink(
+        max_message_bytes=1024,
+        window=4,
+        retransmit_timeout_s=0.25,
+        max_retransmits=12,
+        max_retransmit_timeout_s=2.0,
+    )
+    link.send(Status())
+    assert len(link.outbound(0.0)) == 1
+    resent, now = [], 0.0
+    while now < 10.0:
+        now = round(now + 0.05, 2)
+        if link.outbound(now):
+            resent.append(now)
+    assert resent == [0.25, 0.75, 1.75, 3.75, 5.75, 7.75, 9.75]
+    peer = ReliableLink(
+        max_message_bytes=1024, window=4, retransmit_timeout_s=0.25, max_retransmits=12
+    )
+    for frame in link.outbound(11.75):  # the peer wakes up after 10 s and answers
+        peer.receive(frame)
+    for frame in peer.outbound(11.8):
+        link.receive(frame)
+    assert link.unacknowledged == 0 and link.next_deadline() is None
+    with pytest.raises(PeerUnresponsiveError):  # a peer that never answers is still given up on
+        silent = ReliableLink.for_profile(PROFILES["mt3620"])
+        silent.send(Status())
+        now = 0.0
+        while now < 60.0:
+            now += 0.25
+            silent.outbound(now)
 
 
 def test_sequence_numbers_wrap_around() -> None:
