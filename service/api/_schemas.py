@@ -260,6 +260,23 @@ class CommandIn(BaseModel):
     reason: Text | None = Field(default=None, max_length=500)
 
 
+class GateOut(BaseModel):
+    verdict: str
+    reason: str = ""
+    numbers: dict[str, float] = Field(default_factory=dict)
+
+
+class StageGateOut(GateOut):
+    """The verdict that decided the stage: `decided` is "advanced" (a PASS it went on with) or
+    "tripped" (a FAIL that stopped it); `cohorts` the sizes it was judged on (canary_devices,
+    control_devices, canary_inferences, control_inferences, stage_devices, stage_soaked)."""
+
+    cohorts: dict[str, float] = Field(default_factory=dict)
+    decided: str
+    required: bool = True
+    at: datetime | None = None
+
+
 class StageOut(BaseModel):
     index: int
     name: str
@@ -268,12 +285,7 @@ class StageOut(BaseModel):
     started_at: datetime | None
     ended_at: datetime | None
     counts: dict[str, int]
-
-
-class GateOut(BaseModel):
-    verdict: str
-    reason: str = ""
-    numbers: dict[str, float] = Field(default_factory=dict)
+    gate: StageGateOut | None = None
 
 
 class RolloutOut(BaseModel):

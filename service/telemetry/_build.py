@@ -5,6 +5,8 @@ Invariants:
 - Every inference record lands in exactly one raw row and in the rollup of each of its
   device's groups and of the fleet (group ""); every batch adds its device to the device row
   (core = model id = model version = "") of each of those groups, with its events.
+- Every batch lands in its own device's rollups too (`build_device_rollups`), keyed like the
+  group rollups with the device id in place of the group.
 - Rollups are keyed by the hub's enqueue time, bucketed, and by partition (see `_schema.py`).
 """
 
@@ -19,7 +21,14 @@ import numpy as np
 from service.domain.rollups import CohortRollup, merge_all
 from service.telemetry._decode import Decoded, InferenceRow
 
-__all__ = ["Accepted", "RollupKey", "Rows", "build_rollups", "build_rows"]
+__all__ = [
+    "Accepted",
+    "RollupKey",
+    "Rows",
+    "build_device_rollups",
+    "build_rollups",
+    "build_rows",
+]
 
 FLEET = ""
 # (group, release, core, model id, model version, bucket start ms, partition)
@@ -104,25 +113,25 @@ def _is_error(kind: str, code: int) -> bool:
     return kind == "reject" or (kind not in _ERROR_FREE and code != 0)
 
 
-def build_rollups(
-    accepted: Iterable[Accepted], groups_of: GroupsOf, bucket_ms: int
-) -> dict[RollupKey, CohortRollup]:
-    """The rollup of each key's rows in these batches (to be merged with the stored ones)."""
-    # Build once per (device's group set, rest of key), then fan out to the groups.
-    columns: dict[tuple[tuple[str, ...], str, str, str, str, int, str], _Columns] = {}
-    group_cache: dict[str, tuple[str, ...]] = {}
+_ColumnKey: TypeAlias = tuple[tuple[str, ...], str, str, str, str, int, str]
+
+
+def _collect(
+    accepted: Iterable[Accepted], owners_of: Callable[[str], tuple[str, ...]], bucket_ms: int
+) -> dict[_ColumnKey, _Columns]:
+    """The columns of each (owners, release, core, model id, model version, bucket, partition):
+    `owners_of(device)` names the rollups a device's rows go to (its groups, or itself)."""
+    columns: dict[_ColumnKey, _Columns] = {}
     for item in accepted:
         batch = item.batch
         device, release = batch.device_id, batch.release or ""
-        groups = group_cache.get(device)
-        if groups is None:
-            groups = group_cache[device] = (FLEET, *sorted(set(groups_of(device)) - {FLEET}))
+        owners = owners_of(device)
         bucket = item.enqueued_ms // bucket_ms * bucket_ms
-        presence = (groups, release, "", "", "", bucket, item.partition)
+        presence = (owners, release, "", "", "", bucket, item.partition)
         cols = columns.get(presence) or columns.setdefault(presence, _Columns())
         cols.devices.add(device)
         for _ts, kind, core, _release, code, _reason in batch.events:
-            key = (groups, release, core or "", "", "", bucket, item.partition)
+            key = (owners, release, core or "", "", "", bucket, item.partition)
             ev = columns.get(key) or columns.setdefault(key, _Columns())
             ev.devices.add(device)
             target = (
@@ -145,7 +154,7 @@ def build_rollups(
             else:
                 rows.append(r)
         for (core, model_id, version), rows in by_model.items():
-            key = (groups, release, core, model_id, version, bucket, item.partition)
+            key = (owners, release, core, model_id, version, bucket, item.partition)
             cols = columns.get(key) or columns.setdefault(key, _Columns())
             cols.devices.add(device)
             _, _, _, _, latency, score, label, anomaly = zip(*rows, strict=True)
@@ -153,10 +162,41 @@ def build_rollups(
             cols.score.extend(score)
             cols.label.extend(label)
             cols.anomaly.extend(anomaly)
+    return columns
+
+
+def _keyed(owner: str, rest: Sequence[Any]) -> RollupKey:
+    release, core, model_id, version, bucket, partition = rest
+    return (owner, release, core, model_id, version, bucket, partition)
+
+
+def build_rollups(
+    accepted: Iterable[Accepted], groups_of: GroupsOf, bucket_ms: int
+) -> dict[RollupKey, CohortRollup]:
+    """The rollup of each key's rows in these batches (to be merged with the stored ones)."""
+    # Build once per (device's group set, rest of key), then fan out to the groups.
+    group_cache: dict[str, tuple[str, ...]] = {}
+
+    def groups(device: str) -> tuple[str, ...]:
+        found = group_cache.get(device)
+        if found is None:
+            found = group_cache[device] = (FLEET, *sorted(set(groups_of(device)) - {FLEET}))
+        return found
+
     fanned: dict[RollupKey, list[CohortRollup]] = {}
-    for (groups, release, core, model_id, version, bucket, partition), cols in columns.items():
+    for (owners, *rest), cols in _collect(accepted, groups, bucket_ms).items():
         rollup = cols.rollup()
-        for group in groups:
-            rollup_key: RollupKey = (group, release, core, model_id, version, bucket, partition)
-            fanned.setdefault(rollup_key, []).append(rollup)
+        for group in owners:
+            fanned.setdefault(_keyed(group, rest), []).append(rollup)
     return {k: parts[0] if len(parts) == 1 else merge_all(parts) for k, parts in fanned.items()}
+
+
+def build_device_rollups(
+    accepted: Iterable[Accepted], bucket_ms: int
+) -> dict[RollupKey, CohortRollup]:
+    """The rollup of each device's rows in these batches, keyed like `build_rollups` with the
+    device id in place of the group (to be merged with the stored ones)."""
+    return {
+        _keyed(owners[0], rest): cols.rollup()
+        for (owners, *rest), cols in _collect(accepted, lambda d: (d,), bucket_ms).items()
+    }

@@ -10,8 +10,15 @@ import pytest
 
 from device_agent.protocol.telemetry import EventRecord
 from service.domain.gates import GatePolicy, Outcome, evaluate_gate
-from service.domain.rollups import CohortRollup, merge_all
-from service.telemetry._pairs import SUMMARY_MAX, Slot, SlotPair, judge_pairs, pair_slots
+from service.domain.rollups import CohortRollup
+from service.telemetry._pairs import (
+    SUMMARY_MAX,
+    Slot,
+    SlotPair,
+    judge_pairs,
+    pair_slots,
+    pooled_by_device,
+)
 from tests.unit.gates.fleet import BASELINE, ModelBehaviour, cohort
 from tests.unit.gates.test_false_alarms import DEFAULT, HAIR_TRIGGER, _binomial_ceiling
 
@@ -22,6 +29,20 @@ VIBRATION = BASELINE.but(score_a=3.0, score_b=7.0, latency_median_us=9000.0)
 
 def row(core: str, model: str, version: str, rollup: CohortRollup) -> tuple[dict[str, Any], Any]:
     return {"core": core, "model_id": model, "model_version": version}, rollup
+
+
+def by_device(rows: list[tuple[dict[str, Any], CohortRollup]]) -> dict[str, list[Any]]:
+    """Rows of one-device rollups, as the store returns them: device id -> its rows."""
+    found: dict[str, list[Any]] = {}
+    for key, rollup in rows:
+        [device] = rollup.devices
+        found.setdefault(device, []).append((key, rollup))
+    return found
+
+
+def split(rollup: CohortRollup, prefix: str) -> dict[str, CohortRollup]:
+    """A cohort as a one-entry device map (the merged-row statistics see the same rows)."""
+    return {prefix: rollup}
 
 
 def inferences(device: str, n: int = 3, score: float = 0.9) -> CohortRollup:
@@ -53,7 +74,7 @@ def test_rows_split_by_core_and_model_with_their_events() -> None:
         row("m4-0", "kws", "1.1", inferences("l", 4)),
         row("m4-2", "old", "1", inferences("k")),  # a model the new release dropped
     ]
-    pairs = {p.slot: p for p in pair_slots(canary, control)}
+    pairs = {p.slot: p for p in pair_slots(by_device(canary), by_device(control))}
     assert list(pairs) == [Slot("m4-0", "kws"), Slot("m4-1", "vib")]
     kws, vib = pairs[Slot("m4-0", "kws")], pairs[Slot("m4-1", "vib")]
     assert (kws.canary.inferences, kws.control.inferences) == (6, 8)
@@ -72,7 +93,7 @@ def test_a_core_with_events_but_no_inferences_gets_a_device_rate_slot() -> None:
         row("m4-1", "", "", events("a", revert("m4-1"))),
     ]
     control = [row("m4-1", "vib", "1", inferences("k")), row("m4-0", "kws", "1", inferences("k"))]
-    pairs = pair_slots(canary, control)
+    pairs = pair_slots(by_device(canary), by_device(control))
     assert [p.slot.label for p in pairs] == ["m4-0/kws", "m4-1/events"]
     quiet = pairs[1]
     assert quiet.canary.devices_reverted == {"a"} and quiet.control.devices == {"k"}
@@ -93,8 +114,8 @@ def make_pair(
     rng = np.random.default_rng([20261125, seed, len(slot.label)])
     return SlotPair(
         slot,
-        cohort(rng, canary, devices=devices, inferences=n, prefix="canary"),
-        cohort(rng, control, devices=devices, inferences=n, prefix="control"),
+        split(cohort(rng, canary, devices=devices, inferences=n, prefix="canary"), "canary"),
+        split(cohort(rng, control, devices=devices, inferences=n, prefix="control"), "control"),
         ("2",),
         ("1",),
     )
@@ -159,7 +180,9 @@ def test_a_device_rate_slot_is_judged_on_device_rates_only() -> None:
     rng = np.random.default_rng(4)
     crashing = cohort(rng, BASELINE.but(crash_rate=0.9), devices=30, inferences=0, prefix="c")
     healthy = cohort(rng, BASELINE.but(crash_rate=0.0), devices=30, inferences=0, prefix="k")
-    verdict = judge_pairs(POLICY, [SlotPair(Slot("m4-1", ""), crashing, healthy, (), ())])
+    verdict = judge_pairs(
+        POLICY, [SlotPair(Slot("m4-1", ""), split(crashing, "c"), split(healthy, "k"), (), ())]
+    )
     assert verdict.outcome is Outcome.FAIL
     [(_, judged)] = verdict.pairs
     assert {m.metric.value for m in judged.metrics} == {"error-rate", "revert-rate", "crash-rate"}
@@ -217,8 +240,8 @@ def test_device_level_failures_without_any_model_fail_on_the_pooled_rows() -> No
     crash = EventRecord(1, "crash", None, None, 0, "agent crashed")
     canary = [row("", "", "", events(f"c{i}", crash)) for i in range(20)]
     control = [row("", "", "", inferences(f"k{i}", 0)) for i in range(20)]
-    pooled = (merge_all(r for _, r in canary), merge_all(r for _, r in control))
-    assert pair_slots(canary, control) == []
+    pooled = (pooled_by_device(by_device(canary)), pooled_by_device(by_device(control)))
+    assert pair_slots(by_device(canary), by_device(control)) == []
     verdict = judge_pairs(POLICY, [], pooled=pooled)
     assert verdict.outcome is Outcome.FAIL
     text, numbers = verdict.summary()
