@@ -182,7 +182,10 @@ class SuccessIn(BaseModel):
 
     threshold_percent: float = 100.0
     advance: Literal["auto", "approval"] = "auto"
-    require_gate: bool = False
+    # Gates are on by default: true whenever the rollout has a gate (false with "gate": "none").
+    require_gate: bool = Field(
+        default=True, description='Wait for a PASS health verdict; false with "gate": "none".'
+    )
 
 
 class FailureIn(BaseModel):
@@ -247,7 +250,10 @@ class RolloutIn(BaseModel):
     deadlines: DeadlinesIn = Field(default_factory=DeadlinesIn)
     start_at: AwareTime | None = None
     windows: list[WindowIn] = Field(default_factory=list, max_length=100)
-    gate: JsonObject | None = None
+    gate: JsonObject | Literal["none"] | None = Field(
+        default=None,
+        description='The health gate policy; omitted: the default gate; "none": no gate.',
+    )
 
 
 Command = Literal["start", "pause", "resume", "abort", "rollback", "approve", "next-stage"]

@@ -72,6 +72,7 @@ from service.domain.rollout_events import (
 from service.domain.spec import RolloutSpec
 from service.engine._codec import job_from_record, rollout_from_record, rollout_to_record
 from service.engine._config import EngineConfig
+from service.engine._document import NO_GATE
 from service.engine._errors import NotLeaderError
 from service.engine._jobs_io import (
     ORDER_OFFSET,
@@ -290,7 +291,7 @@ class Engine:
 
     def _verdict(self, record: RolloutRecord, now: datetime) -> GateResult | None:
         """The gate's verdict on the rollout's current stage, if it is gated and live."""
-        if self._gates is None or record.spec.get("gate") is None:
+        if self._gates is None or record.spec.get("gate") in (None, NO_GATE):
             return None
         if R(record.state) not in _GATED:
             return None

@@ -61,7 +61,7 @@ def gate_policy(rollout: Rollout, stage: int) -> GatePolicy | None:
     stages = rollout.spec.get("stages") or []
     stage_spec: Mapping[str, Any] = stages[stage] if 0 <= stage < len(stages) else {}
     document = stage_spec.get("gate") or rollout.spec.get("gate")
-    if not document:
+    if not isinstance(document, Mapping):  # none, or "none" (the spec's explicit opt-out)
         return None
     name = str(stage_spec.get("name") or f"stage-{stage}")[:64]
     return GatePolicy.from_dict({"stage": name, **document})
@@ -149,21 +149,17 @@ class TelemetryGate:
         `control_since`)."""
         canary_ids = devices.soaked | devices.context
         canary: dict[str, list[RollupRow]] = (
-            dict(
-                self._store.device_rollups(
-                    release_id=rollout.release_id, device_ids=canary_ids, since=since
-                )
+            self._store.device_rollups(
+                release_id=rollout.release_id, device_ids=canary_ids, since=since
             )
             if canary_ids
             else {}
         )
         control: dict[str, list[RollupRow]] = (
-            dict(
-                self._store.device_rollups(
-                    release_id=rollout.previous_release_id,
-                    device_ids=devices.everyone,
-                    since=min(since, control_since),
-                )
+            self._store.device_rollups(
+                release_id=rollout.previous_release_id,
+                device_ids=devices.everyone,
+                since=min(since, control_since),
             )
             if rollout.previous_release_id and devices.everyone
             else {}

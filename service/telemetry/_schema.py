@@ -12,6 +12,8 @@ Group "" is the whole fleet.
 
 Device rollups (migration 0007) are keyed the same way with the device in place of the group:
 the gate reads a stage's own devices out of them, whatever groups they belonged to at ingest.
+Their buckets are 10 s (`DEVICE_BUCKET_MS`), so a window that starts exactly at a stage's start
+(leaving out the bucket it starts in) loses at most 10 s.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ twice); it then re-reads from the committed position.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,7 +39,7 @@ from service.telemetry._build import (
 from service.telemetry._codec import decode, encode
 from service.telemetry._errors import TelemetryStoreError
 
-__all__ = ["CommitResult", "DeadLetter", "DeviceRollupRow", "TelemetryStore"]
+__all__ = ["DEVICE_BUCKET_MS", "CommitResult", "DeadLetter", "DeviceRollupRow", "TelemetryStore"]
 
 _READONLY = "tinyfleet_readonly"  # the storage engine's option for a plain BEGIN on SQLite
 _CHUNK = 500
@@ -54,7 +54,10 @@ _PG_TYPES: dict[type[Any], str] = {
 }
 _KEY_COLUMNS = ("group_id", "release_id", "core", "model_id", "model_version", "bucket_ms")
 _DEVICE_KEY = ("device_id", *_KEY_COLUMNS[1:])
-DeviceRollupRow = tuple[dict[str, Any], CohortRollup]
+DeviceRollupRow = tuple[Mapping[str, Any], CohortRollup]
+# Device rollups are bucketed finer than the group ones: a window starts at its start exactly
+# by leaving out the bucket it starts in, so the bucket is what a stage's gate loses at first.
+DEVICE_BUCKET_MS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +164,7 @@ class TelemetryStore:
         groups_of: GroupsOf,
         bucket_ms: int,
         now: datetime,
+        device_bucket_ms: int = DEVICE_BUCKET_MS,
     ) -> CommitResult:
         """Store one worker batch (see the module docstring); `positions` are the partitions'
         last received sequences, which become their committed positions."""
@@ -176,7 +180,11 @@ class TelemetryStore:
             self._bulk(conn, t.events, rows.events)
             self._bulk(conn, t.seen, [(a.message_id, a.enqueued_ms) for a in fresh])
             self._merge_rollups(conn, t.rollups, build_rollups(fresh, groups_of, bucket_ms))
-            self._merge_rollups(conn, t.device_rollups, build_device_rollups(fresh, bucket_ms))
+            self._merge_rollups(
+                conn,
+                t.device_rollups,
+                build_device_rollups(fresh, min(bucket_ms, device_bucket_ms)),
+            )
             for item in fresh:
                 delta = deltas[item.partition]
                 delta.messages += 1
@@ -394,7 +402,7 @@ class TelemetryStore:
         device_ids: Collection[str] | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-        bucket_ms: int = 60_000,
+        bucket_ms: int = DEVICE_BUCKET_MS,
     ) -> dict[str, list[DeviceRollupRow]]:
         """Each device's stored rollup rows on `release_id` (the release its batches named),
         device id -> rows (key columns without the device, and the rollup), for `device_ids`

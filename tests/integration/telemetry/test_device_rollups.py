@@ -52,7 +52,9 @@ def test_a_read_names_its_devices_release_and_window(db: Db) -> None:
         release_id="rel-2", device_ids=["dev-0"], since=at(BUCKET0_MS + 30_000)
     )
     assert merge_all(r for _, r in late["dev-0"]).inferences == 20
-    on_edge = db.store.device_rollups(release_id="rel-2", device_ids=["dev-0"], since=at(BUCKET0_MS))
+    on_edge = db.store.device_rollups(
+        release_id="rel-2", device_ids=["dev-0"], since=at(BUCKET0_MS)
+    )
     assert merge_all(r for _, r in on_edge["dev-0"]).inferences == 30
     until = db.store.device_rollups(
         release_id="rel-2", device_ids=["dev-0"], until=at(BUCKET0_MS + 60_000)

@@ -16,7 +16,6 @@ from tests.integration.telemetry._world import T0_MS, Fleet, plan_jobs
 from tests.integration.telemetry.conftest import Db
 
 T0 = datetime.fromtimestamp(T0_MS / 1000, tz=UTC)
-BUCKET0 = datetime.fromtimestamp(T0_MS // 60_000 * 60, tz=UTC)  # T0's minute bucket
 GATE = {"min_inferences": 300, "min_devices": 5}
 
 
@@ -115,9 +114,9 @@ def test_devices_outside_the_stages_so_far_are_not_in_the_canary(db: Db) -> None
 
 
 def test_the_window_starts_at_the_stage_start_not_at_its_bucket(db: Db) -> None:
-    # The stage starts 30 s into a minute bucket; that bucket holds rows sent before the stage
-    # (here: a bad minute of the stage's devices): they are not the stage's.
-    start = BUCKET0 + timedelta(minutes=1, seconds=30)
+    # The stage starts 5 s after the stage's devices sent a bad batch, inside the bucket that
+    # batch is in: those rows were sent before the stage and are not the stage's.
+    start = T0 + timedelta(minutes=1, seconds=5)
     jobs = {d: (0, "confirmed") for d in STAGE_0} | {d: (1, "confirmed") for d in STAGE_1}
     jobs |= {d: (1, "pending") for d in REST}
     ro = two_stages(db, jobs, stage_1_at=start)
