@@ -10,7 +10,7 @@ import pytest
 
 from device_agent.protocol.telemetry import EventRecord
 from service.domain.gates import GatePolicy, Outcome, evaluate_gate
-from service.domain.rollups import CohortRollup
+from service.domain.rollups import CohortRollup, merge_all
 from service.telemetry._pairs import (
     SUMMARY_MAX,
     Slot,
@@ -248,3 +248,38 @@ def test_device_level_failures_without_any_model_fail_on_the_pooled_rows() -> No
     assert text.startswith("all cores: crash-rate 1 > 0.02") and list(numbers) == ["crash-rate.p"]
     assert verdict.reason().startswith("all cores crash-rate: effect 1")
     assert verdict.document()["outcome"] == "fail" and verdict.document()["decisive"] is None
+
+
+# -- per device, and held for the stage's own devices ------------------------------------------
+
+
+def test_pairs_hold_each_cohort_per_device() -> None:
+    canary = [row("m4-0", "kws", "2", inferences(d)) for d in ("a", "b")]
+    canary.append(row("", "", "", events("c", EventRecord(1, "reject", None, None, 3, "bad"))))
+    control = [row("m4-0", "kws", "1", inferences(d, 4)) for d in ("k", "l")]
+    [pair] = pair_slots(by_device(canary), by_device(control))
+    assert set(pair.canary_by_device) == {"a", "b", "c"}  # c: a device-level error only
+    assert (
+        pair.canary_by_device["a"].devices == {"a"} and pair.canary_by_device["a"].inferences == 3
+    )
+    assert set(pair.control_by_device) == {"k", "l"}
+    assert pair.canary == merge_all(pair.canary_by_device.values())
+
+
+def test_a_pass_is_held_as_a_wait_until_the_stage_s_devices_soaked() -> None:
+    passing = judge_pairs(POLICY, two_slots(6))
+    assert passing.outcome is Outcome.PASS
+    figures = {"stage_devices": 20.0, "stage_soaked": 2.0, "stage_needed": 5.0}
+    held = passing.held("2 of 20 stage devices soaked (the gate needs 5)", figures)
+    assert held.outcome is Outcome.WAIT
+    text, numbers = held.summary()
+    assert text == "2 of 20 stage devices soaked (the gate needs 5)" and numbers == figures
+    assert held.reason().startswith("2 of 20 stage devices soaked")
+    assert held.document()["hold"] and held.numbers()["stage_soaked"] == 2.0
+    assert passing.held(None, figures).outcome is Outcome.PASS
+
+
+def test_a_fail_is_not_held() -> None:
+    failing = judge_pairs(POLICY, two_slots(1, vibration=VIBRATION.but(latency_median_us=14000.0)))
+    held = failing.held("0 of 20 stage devices soaked (the gate needs 5)", {})
+    assert held.outcome is Outcome.FAIL and held.hold is None
