@@ -18,8 +18,9 @@
 Durations are seconds; `windows` take the group's time zone; `production` comes from the
 group. Gates are on by default: without a `gate`, a rollout with a `previous_release_id` gets
 `DEFAULT_GATE` (one without has no old release to compare with, so no gate), and
-`success.require_gate` defaults to true whenever there is a gate; `"gate": "none"` (or
-`"require_gate": false`) opts out explicitly. Invariants:
+`success.require_gate` defaults to true whenever there is a gate. Opting out is explicit:
+`"gate": "none"`, or `"require_gate": false` without a `gate` (no gate); with a `gate`,
+`"require_gate": false` keeps it advisory (verdicts recorded, a FAIL still trips). Invariants:
 - Every refusal is a `SpecError` whose `field` is the document path (`stages[1].percent`,
   `retry.max_retries`, `gate`), so the API can answer 422 naming it.
 - Unknown keys are refused (a typo must not silently fall back to a default).
@@ -187,9 +188,9 @@ DEFAULT_GATE = GatePolicy(stage="all")
 NO_GATE = "none"  # the document's explicit opt-out
 
 
-def _gate(value: object, previous: object) -> GatePolicy | None:
-    if value is None:
-        return DEFAULT_GATE if previous is not None else None
+def _gate(value: object, previous: object, required: object) -> GatePolicy | None:
+    if value is None:  # the default gate, unless there is nothing to compare or it is opted out
+        return DEFAULT_GATE if previous is not None and required is not False else None
     if value == NO_GATE:
         return None
     if not isinstance(value, Mapping):
@@ -263,7 +264,9 @@ def spec_from_document(
     t = r.section("retry", _RETRY)
     q = r.section("rate", _RATE)
     d = r.section("deadlines", _DEADLINES)
-    gate = _gate(r.raw("gate", None), r.raw("previous_release_id", None))
+    gate = _gate(
+        r.raw("gate", None), r.raw("previous_release_id", None), s.raw("require_gate", None)
+    )
     try:
         spec = _build(r, s, f, t, q, d, stages, windows, gate, production, rollout_id)
     except SpecError as exc:

@@ -196,7 +196,11 @@ def test_the_gate_can_be_turned_off_explicitly() -> None:
     off = spec_from_document({**previous, "gate": NO_GATE})
     assert off.gate is None and not off.success.require_gate
     assert spec_to_document(off)["gate"] == NO_GATE and spec_from_json(spec_to_json(off)) == off
-    advisory = spec_from_document({**previous, "success": {"require_gate": False}})
+    unrequired = spec_from_document({**previous, "success": {"require_gate": False}})
+    assert unrequired.gate is None and not unrequired.success.require_gate
+    advisory = spec_from_document(
+        {**previous, "gate": {"stage": "all"}, "success": {"require_gate": False}}
+    )
     assert advisory.gate == DEFAULT_GATE and not advisory.success.require_gate
     with pytest.raises(SpecError) as refused:
         spec_from_document({**previous, "gate": NO_GATE, "success": {"require_gate": True}})
