@@ -25,6 +25,7 @@ __all__ = [
     "Accepted",
     "RollupKey",
     "Rows",
+    "build_all_rollups",
     "build_device_rollups",
     "build_rollups",
     "build_rows",
@@ -170,25 +171,57 @@ def _keyed(owner: str, rest: Sequence[Any]) -> RollupKey:
     return (owner, release, core, model_id, version, bucket, partition)
 
 
+def _absorb(into: _Columns, cols: _Columns) -> None:
+    into.devices |= cols.devices
+    into.latency.extend(cols.latency)
+    into.score.extend(cols.score)
+    into.label.extend(cols.label)
+    into.anomaly.extend(cols.anomaly)
+    for mine, theirs in (
+        (into.errors, cols.errors),
+        (into.reverts, cols.reverts),
+        (into.crashes, cols.crashes),
+    ):
+        for device, n in theirs.items():
+            mine[device] = mine.get(device, 0) + n
+
+
+def build_all_rollups(
+    accepted: Iterable[Accepted], groups_of: GroupsOf, bucket_ms: int, device_bucket_ms: int
+) -> tuple[dict[RollupKey, CohortRollup], dict[RollupKey, CohortRollup]]:
+    """`build_rollups` and `build_device_rollups` (in `device_bucket_ms` buckets, a divisor of
+    `bucket_ms`) in one pass over the rows: the group columns are the devices' columns joined."""
+    if bucket_ms % device_bucket_ms:
+        raise ValueError(f"device buckets of {device_bucket_ms} ms do not divide {bucket_ms} ms")
+    by_device = _collect(accepted, lambda d: (d,), device_bucket_ms)
+    devices = {
+        _keyed(owners[0], rest): cols.rollup() for (owners, *rest), cols in by_device.items()
+    }
+    group_cache: dict[str, tuple[str, ...]] = {}
+    joined: dict[_ColumnKey, _Columns] = {}
+    for (owners, release, core, model_id, version, bucket, partition), cols in by_device.items():
+        device = owners[0]
+        groups = group_cache.get(device)
+        if groups is None:
+            groups = group_cache[device] = (FLEET, *sorted(set(groups_of(device)) - {FLEET}))
+        key = (groups, release, core, model_id, version, bucket // bucket_ms * bucket_ms, partition)
+        _absorb(joined.get(key) or joined.setdefault(key, _Columns()), cols)
+    fanned: dict[RollupKey, list[CohortRollup]] = {}
+    for (owners, *rest), cols in joined.items():
+        rollup = cols.rollup()
+        for group in owners:
+            fanned.setdefault(_keyed(group, rest), []).append(rollup)
+    groups_rollups = {
+        k: parts[0] if len(parts) == 1 else merge_all(parts) for k, parts in fanned.items()
+    }
+    return groups_rollups, devices
+
+
 def build_rollups(
     accepted: Iterable[Accepted], groups_of: GroupsOf, bucket_ms: int
 ) -> dict[RollupKey, CohortRollup]:
     """The rollup of each key's rows in these batches (to be merged with the stored ones)."""
-    # Build once per (device's group set, rest of key), then fan out to the groups.
-    group_cache: dict[str, tuple[str, ...]] = {}
-
-    def groups(device: str) -> tuple[str, ...]:
-        found = group_cache.get(device)
-        if found is None:
-            found = group_cache[device] = (FLEET, *sorted(set(groups_of(device)) - {FLEET}))
-        return found
-
-    fanned: dict[RollupKey, list[CohortRollup]] = {}
-    for (owners, *rest), cols in _collect(accepted, groups, bucket_ms).items():
-        rollup = cols.rollup()
-        for group in owners:
-            fanned.setdefault(_keyed(group, rest), []).append(rollup)
-    return {k: parts[0] if len(parts) == 1 else merge_all(parts) for k, parts in fanned.items()}
+    return build_all_rollups(accepted, groups_of, bucket_ms, bucket_ms)[0]
 
 
 def build_device_rollups(

@@ -16,6 +16,7 @@ twice); it then re-reads from the committed position.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,8 +33,7 @@ from service.telemetry._build import (
     Accepted,
     GroupsOf,
     RollupKey,
-    build_device_rollups,
-    build_rollups,
+    build_all_rollups,
     build_rows,
 )
 from service.telemetry._codec import decode, encode
@@ -179,12 +179,11 @@ class TelemetryStore:
             self._bulk(conn, t.health, rows.health)
             self._bulk(conn, t.events, rows.events)
             self._bulk(conn, t.seen, [(a.message_id, a.enqueued_ms) for a in fresh])
-            self._merge_rollups(conn, t.rollups, build_rollups(fresh, groups_of, bucket_ms))
-            self._merge_rollups(
-                conn,
-                t.device_rollups,
-                build_device_rollups(fresh, min(bucket_ms, device_bucket_ms)),
+            groups, devices = build_all_rollups(
+                fresh, groups_of, bucket_ms, math.gcd(bucket_ms, device_bucket_ms)
             )
+            self._merge_rollups(conn, t.rollups, groups)
+            self._merge_rollups(conn, t.device_rollups, devices)
             for item in fresh:
                 delta = deltas[item.partition]
                 delta.messages += 1
