@@ -182,7 +182,10 @@ class SuccessIn(BaseModel):
 
     threshold_percent: float = 100.0
     advance: Literal["auto", "approval"] = "auto"
-    require_gate: bool = False
+    # Gates are on by default: true whenever the rollout has a gate (false with "gate": "none").
+    require_gate: bool = Field(
+        default=True, description='Wait for a PASS health verdict; false with "gate": "none".'
+    )
 
 
 class FailureIn(BaseModel):
@@ -247,7 +250,10 @@ class RolloutIn(BaseModel):
     deadlines: DeadlinesIn = Field(default_factory=DeadlinesIn)
     start_at: AwareTime | None = None
     windows: list[WindowIn] = Field(default_factory=list, max_length=100)
-    gate: JsonObject | None = None
+    gate: JsonObject | Literal["none"] | None = Field(
+        default=None,
+        description='The health gate policy; omitted: the default gate; "none": no gate.',
+    )
 
 
 Command = Literal["start", "pause", "resume", "abort", "rollback", "approve", "next-stage"]
@@ -260,6 +266,23 @@ class CommandIn(BaseModel):
     reason: Text | None = Field(default=None, max_length=500)
 
 
+class GateOut(BaseModel):
+    verdict: str
+    reason: str = ""
+    numbers: dict[str, float] = Field(default_factory=dict)
+
+
+class StageGateOut(GateOut):
+    """The verdict that decided the stage: `decided` is "advanced" (a PASS it went on with) or
+    "tripped" (a FAIL that stopped it); `cohorts` the sizes it was judged on (canary_devices,
+    control_devices, canary_inferences, control_inferences, stage_devices, stage_soaked)."""
+
+    cohorts: dict[str, float] = Field(default_factory=dict)
+    decided: str
+    required: bool = True
+    at: datetime | None = None
+
+
 class StageOut(BaseModel):
     index: int
     name: str
@@ -268,12 +291,7 @@ class StageOut(BaseModel):
     started_at: datetime | None
     ended_at: datetime | None
     counts: dict[str, int]
-
-
-class GateOut(BaseModel):
-    verdict: str
-    reason: str = ""
-    numbers: dict[str, float] = Field(default_factory=dict)
+    gate: StageGateOut | None = None
 
 
 class RolloutOut(BaseModel):

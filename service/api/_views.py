@@ -16,6 +16,7 @@ from service.api._schemas import (
     MemberOut,
     ReleaseOut,
     RolloutOut,
+    StageGateOut,
     StageOut,
     TokenOut,
 )
@@ -129,6 +130,29 @@ def _stage_state(index: int, current: int, state: str) -> str:
     return "waiting"
 
 
+def _floats(value: object) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): float(v) for k, v in value.items()}
+
+
+def _stage_gate(stage: RolloutStage | None) -> StageGateOut | None:
+    """The verdict stored with the stage it decided (see the engine's `_record_decision`)."""
+    gate = stage.data.get("gate") if stage is not None else None
+    if not isinstance(gate, Mapping):
+        return None
+    at = gate.get("at")
+    return StageGateOut(
+        verdict=str(gate.get("verdict")),
+        reason=str(gate.get("reason", "")),
+        numbers=_floats(gate.get("numbers")),
+        cohorts=_floats(gate.get("cohorts")),
+        decided=str(gate.get("decided", "")),
+        required=bool(gate.get("required", True)),
+        at=datetime.fromisoformat(at) if isinstance(at, str) else None,
+    )
+
+
 def rollout_out(uow: UnitOfWork, record: Rollout) -> RolloutOut:
     data = record.state_data
     spec = dict(record.spec)
@@ -158,6 +182,7 @@ def rollout_out(uow: UnitOfWork, record: Rollout) -> RolloutOut:
                 started_at=saved.started_at if saved else None,
                 ended_at=saved.ended_at if saved else None,
                 counts=counts,
+                gate=_stage_gate(saved),
             )
         )
     gate = data.get("gate")

@@ -106,6 +106,37 @@ def gate_lines(rollout: Mapping[str, Any]) -> list[RenderableType]:
     return [head, figures]
 
 
+def decision_text(gate: Mapping[str, Any]) -> str:
+    """One line for the verdict that decided a stage: outcome, how it decided, the stage's
+    soaked devices and both cohorts' sizes, then the reason."""
+    c = gate.get("cohorts") or {}
+
+    def n(name: str) -> str:
+        value = c.get(name)
+        return "?" if value is None else f"{float(value):g}"
+
+    return (
+        f"{gate.get('verdict')} ({gate.get('decided')}): {n('stage_soaked')} of "
+        f"{n('stage_devices')} stage devices soaked; canary {n('canary_devices')} devices, "
+        f"{n('canary_inferences')} inferences vs control {n('control_devices')} devices, "
+        f"{n('control_inferences')} inferences; {gate.get('reason', '')}"
+    )
+
+
+def decision_lines(rollout: Mapping[str, Any]) -> list[RenderableType]:
+    """The verdict stored with each stage it decided (what the stage moved on)."""
+    lines: list[RenderableType] = []
+    for stage in rollout.get("stages") or []:
+        gate = stage.get("gate")
+        if not gate:
+            continue
+        style = {"pass": "green", "fail": "red"}.get(str(gate.get("verdict")), "yellow")
+        line = Text(f"{stage.get('index', 0) + 1}. {stage.get('name')} gate: ")
+        line.append(decision_text(gate), style=style)
+        lines.append(line)
+    return lines
+
+
 def render(rollout: Mapping[str, Any]) -> RenderableType:
     totals = tally(rollout.get("totals") or {})
     summary = Text(
@@ -124,7 +155,7 @@ def render(rollout: Mapping[str, Any]) -> RenderableType:
                 style="red",
             )
         )
-    return Group(*lines, *gate_lines(rollout))
+    return Group(*lines, *decision_lines(rollout), *gate_lines(rollout))
 
 
 def snapshot(rollout: Mapping[str, Any]) -> dict[str, Any]:
@@ -142,6 +173,7 @@ def snapshot(rollout: Mapping[str, Any]) -> dict[str, Any]:
                 "state": s.get("state"),
                 "planned": s.get("planned"),
                 **tally(s.get("counts") or {}),
+                "gate": s.get("gate"),
             }
             for s in rollout.get("stages") or []
         ],

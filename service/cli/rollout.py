@@ -140,8 +140,12 @@ def create(
         Advance | None, typer.Option(help="auto, or approval (an operator approves each stage).")
     ] = None,
     require_gate: Annotated[
-        bool, typer.Option("--require-gate", help="Also wait for a PASS health verdict.")
-    ] = False,
+        bool,
+        typer.Option(
+            "--require-gate/--no-require-gate",
+            help="Wait for a PASS health verdict to advance (on by default; off with --no-gate).",
+        ),
+    ] = True,
     failure_threshold: Annotated[
         float | None, typer.Option(help="Failure percent that triggers the failure action.")
     ] = None,
@@ -153,8 +157,15 @@ def create(
     ] = None,
     gate_file: Annotated[
         Path | None,
-        typer.Option(exists=True, dir_okay=False, help="Health gate policy (JSON)."),
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Health gate policy (JSON); default: the default gate.",
+        ),
     ] = None,
+    no_gate: Annotated[
+        bool, typer.Option("--no-gate", help="No health gate (stages advance on installs alone).")
+    ] = False,
     start_at: Annotated[
         str | None, typer.Option(help="Scheduled start, ISO 8601 (UTC unless it says).")
     ] = None,
@@ -186,8 +197,8 @@ def create(
     if previous:
         body["previous_release_id"] = previous
     success = _present(threshold_percent=threshold, advance=advance and advance.value)
-    if require_gate:
-        success["require_gate"] = True
+    if not require_gate:
+        success["require_gate"] = False
     failure = _present(
         threshold_percent=failure_threshold,
         min_devices=failure_min_devices,
@@ -204,7 +215,11 @@ def create(
         body["start_at"] = _usage(parse_time, start_at)
     if window:
         body["windows"] = [_usage(parse_window, w) for w in window]
-    if gate_file is not None:
+    if no_gate and gate_file is not None:
+        abort("give --gate-file or --no-gate, not both", EXIT_USAGE)
+    if no_gate:
+        body["gate"] = "none"
+    elif gate_file is not None:
         try:
             body["gate"] = json.loads(gate_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:

@@ -77,13 +77,17 @@ class NextStage:
 @dataclass(frozen=True)
 class GateResult:
     """A health gate's verdict on `stage` (from `service.domain.gates`); `action` overrides the
-    spec's failure action for a FAIL."""
+    spec's failure action for a FAIL. `numbers` are at most three key figures (they go into the
+    rollout's reason); `cohorts` are the sizes it was judged on (canary and control devices and
+    inferences, the stage's devices and how many of them soaked), stored with the stage that
+    this verdict decides."""
 
     stage: int
     verdict: Verdict
     reason: str = ""
     numbers: Mapping[str, float] = field(default_factory=dict)
     action: FailureAction | None = None
+    cohorts: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

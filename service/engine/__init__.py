@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from service.engine._config import EngineConfig
 from service.engine._dispatcher import Dispatcher
-from service.engine._document import spec_from_document, spec_to_document
+from service.engine._document import DEFAULT_GATE, NO_GATE, spec_from_document, spec_to_document
 from service.engine._engine import AuditNote, Engine, Hook, TickReport
 from service.engine._errors import DispatchError, EngineError, NotLeaderError, UnsupportedError
 from service.engine._loop import EngineLoop
@@ -40,6 +40,8 @@ from service.engine._ports import (
 )
 
 __all__ = [
+    "DEFAULT_GATE",
+    "NO_GATE",
     "AuditNote",
     "DirectorPort",
     "DispatchError",

@@ -24,7 +24,7 @@ from service.domain.planner import OfferLedger, StagePlan, stage_hash
 from service.domain.rollout import Rollout, RolloutState
 from service.domain.rollout_events import Verdict
 from service.domain.spec import RolloutSpec
-from service.engine._document import spec_from_document, spec_to_document
+from service.engine._document import NO_GATE, spec_from_document, spec_to_document
 from service.storage import DeviceJob
 from service.storage import Rollout as RolloutRecord
 
@@ -67,6 +67,8 @@ def spec_to_json(spec: RolloutSpec) -> dict[str, Any]:
 def spec_from_json(data: Mapping[str, Any]) -> RolloutSpec:
     """Raises SpecError (a stored spec that no longer validates)."""
     document = {k: v for k, v in data.items() if k not in _STORED_ONLY}
+    if document.get("gate") is None:  # stored before gates were on by default: it had none
+        document["gate"] = NO_GATE
     return spec_from_document(
         document,
         time_zone=str(data.get("time_zone") or "UTC"),

@@ -4,7 +4,7 @@
 {"id": "ro-1", "release_id": "kws-2", "group_id": "berlin", "previous_release_id": "kws-1",
  "stages": [{"name": "canary", "count": 5, "soak_seconds": 3600}, {"name": "all", "percent": 100,
             "soak_seconds": 0}],
- "success": {"threshold_percent": 95, "advance": "auto", "require_gate": false},
+ "success": {"threshold_percent": 95, "advance": "auto", "require_gate": true},
  "failure": {"threshold_percent": 10, "min_devices": 3, "action": "pause"},
  "retry": {"in_progress_timeout_seconds": 3600, "confirm_grace_seconds": 3600, "max_retries": 2,
            "backoff_base_seconds": 60, "backoff_cap_seconds": 21600,
@@ -16,7 +16,11 @@
  "duration_minutes": 120}], "gate": {"stage": "all", ...GatePolicy.to_dict()}}
 ```
 Durations are seconds; `windows` take the group's time zone; `production` comes from the
-group. Invariants:
+group. Gates are on by default: without a `gate`, a rollout with a `previous_release_id` gets
+`DEFAULT_GATE` (one without has no old release to compare with, so no gate), and
+`success.require_gate` defaults to true whenever there is a gate. Opting out is explicit:
+`"gate": "none"`, or `"require_gate": false` without a `gate` (no gate); with a `gate`,
+`"require_gate": false` keeps it advisory (verdicts recorded, a FAIL still trips). Invariants:
 - Every refusal is a `SpecError` whose `field` is the document path (`stages[1].percent`,
   `retry.max_retries`, `gate`), so the API can answer 422 naming it.
 - Unknown keys are refused (a typo must not silently fall back to a default).
@@ -47,7 +51,7 @@ from service.domain.spec import (
 )
 from service.domain.windows import MaintenanceWindow
 
-__all__ = ["spec_from_document", "spec_to_document"]
+__all__ = ["DEFAULT_GATE", "NO_GATE", "spec_from_document", "spec_to_document"]
 
 _TOP = frozenset(
     {
@@ -179,11 +183,19 @@ def _stage(value: object, path: str) -> Stage:
     )
 
 
-def _gate(value: object) -> GatePolicy | None:
-    if value is None:
+# The gate a rollout gets when its document names none: every metric at its default limit,
+# 5 devices and 1000 inferences per cohort, alpha 0.01, and a pause (a human decides) on FAIL.
+DEFAULT_GATE = GatePolicy(stage="all")
+NO_GATE = "none"  # the document's explicit opt-out
+
+
+def _gate(value: object, previous: object, required: object) -> GatePolicy | None:
+    if value is None:  # the default gate, unless there is nothing to compare or it is opted out
+        return DEFAULT_GATE if previous is not None and required is not False else None
+    if value == NO_GATE:
         return None
     if not isinstance(value, Mapping):
-        raise SpecError("gate", "must be an object (a gate policy)")
+        raise SpecError("gate", f'must be an object (a gate policy) or "{NO_GATE}"')
     try:
         return GatePolicy.from_dict(value)
     except (GateError, TypeError) as exc:
@@ -253,7 +265,9 @@ def spec_from_document(
     t = r.section("retry", _RETRY)
     q = r.section("rate", _RATE)
     d = r.section("deadlines", _DEADLINES)
-    gate = _gate(r.raw("gate", None))
+    gate = _gate(
+        r.raw("gate", None), r.raw("previous_release_id", None), s.raw("require_gate", None)
+    )
     try:
         spec = _build(r, s, f, t, q, d, stages, windows, gate, production, rollout_id)
     except SpecError as exc:
@@ -305,7 +319,7 @@ def _build(
         success=SuccessPolicy(
             s.number("threshold_percent", success.threshold_percent),
             s.choice("advance", Advance, success.advance.value),
-            s.flag("require_gate", success.require_gate),
+            s.flag("require_gate", gate is not None),
         ),
         failure=FailurePolicy(
             f.number("threshold_percent", failure.threshold_percent),
@@ -399,5 +413,5 @@ def spec_to_document(spec: RolloutSpec) -> dict[str, Any]:
             {"cron": w.cron.text, "duration_minutes": _number(w.duration.total_seconds() / 60)}
             for w in spec.windows
         ],
-        "gate": spec.gate.to_dict() if spec.gate is not None else None,
+        "gate": spec.gate.to_dict() if spec.gate is not None else NO_GATE,
     }

@@ -12,6 +12,8 @@ One `tick(now)`:
    (figures grouped in SQL, one page of candidates), call `decide` (with a changed gate verdict
    as a `GateResult`), apply `Offered`/`Cancel`/`StartRollback` to the jobs the commands name,
    and save the rollout (expected revision), the jobs (expected state) and the commands (outbox).
+   When the tick's gate verdict decided the stage (a PASS it advanced on, a FAIL that tripped
+   it), that verdict is stored with the stage (`rollout_stages.data["gate"]`) in the same unit.
 
 Scale: a tick reads the live jobs (offered .. soaking), never the PENDING or finished ones; the
 candidates come from one `LIMIT budget` query walking the (rollout, release, state, stage,
@@ -62,10 +64,17 @@ from service.domain.rollout import (
     decide,
     offer_budget,
 )
-from service.domain.rollout_events import GateResult, RollbackPlanned, RolloutEvent, Start
+from service.domain.rollout_events import (
+    GateResult,
+    RollbackPlanned,
+    RolloutEvent,
+    Start,
+    Verdict,
+)
 from service.domain.spec import RolloutSpec
 from service.engine._codec import job_from_record, rollout_from_record, rollout_to_record
 from service.engine._config import EngineConfig
+from service.engine._document import NO_GATE
 from service.engine._errors import NotLeaderError
 from service.engine._jobs_io import (
     ORDER_OFFSET,
@@ -284,7 +293,7 @@ class Engine:
 
     def _verdict(self, record: RolloutRecord, now: datetime) -> GateResult | None:
         """The gate's verdict on the rollout's current stage, if it is gated and live."""
-        if self._gates is None or record.spec.get("gate") is None:
+        if self._gates is None or record.spec.get("gate") in (None, NO_GATE):
             return None
         if R(record.state) not in _GATED:
             return None
@@ -344,6 +353,7 @@ class Engine:
                     expected_revision=record.revision,
                 )
             _record_stages(uow, rollout, decision.rollout, summary, now)
+            _record_decision(uow, rollout, decision.rollout, verdict, events, now)
             if audit is not None:
                 audit.append(uow, now, rollout_id, state=decision.rollout.state.value)
             self._hook("tick.before-commit")
@@ -517,3 +527,57 @@ def _record_stages(
                 started_at=now,
             )
         )
+
+
+_TRIPPED = frozenset({R.PAUSED, R.ABORTED, R.ROLLING_BACK})
+
+
+def _decided_by(
+    before: Rollout, after: Rollout, verdict: GateResult | None, events: Sequence[RolloutEvent]
+) -> str | None:
+    """How the tick's verdict decided the stage: "advanced" (the stage went on while the verdict
+    was PASS), "tripped" (a FAIL stopped it), else None (an operator moved it, or the stage
+    did not change)."""
+    if verdict is None or verdict.stage != before.stage or before.state not in _GATED:
+        return None
+    if any(not isinstance(e, GateResult) for e in events):
+        return None  # an operator command moved the rollout, not the gate
+    tripped = after.state in _TRIPPED and before.gate is not Verdict.FAIL
+    if verdict.verdict is Verdict.FAIL and tripped and after.gate is Verdict.FAIL:
+        return "tripped"
+    went_on = after.stage > before.stage or (
+        after.state in (R.COMPLETED, R.AWAITING_APPROVAL) and after.state is not before.state
+    )
+    if went_on and verdict.verdict is Verdict.PASS:
+        return "advanced"
+    return None
+
+
+def _record_decision(
+    uow: UnitOfWork,
+    before: Rollout,
+    after: Rollout,
+    verdict: GateResult | None,
+    events: Sequence[RolloutEvent],
+    now: datetime,
+) -> None:
+    """Store the verdict that decided the stage with the stage: exactly what the rollout moved
+    on (its outcome, reason, numbers and cohort sizes), not a later or earlier repeat."""
+    decided = _decided_by(before, after, verdict, events)
+    if decided is None:
+        return
+    assert verdict is not None
+    stored = {s.index: s for s in uow.rollouts.stages(before.spec.rollout_id)}
+    stage = stored.get(before.stage) or RolloutStage(
+        before.spec.rollout_id, before.stage, "done", ended_at=now
+    )
+    gate = {
+        "verdict": verdict.verdict.value,
+        "reason": verdict.reason,
+        "numbers": dict(verdict.numbers),
+        "cohorts": dict(verdict.cohorts),
+        "decided": decided,
+        "required": before.spec.success.require_gate,
+        "at": now.isoformat(),
+    }
+    uow.rollouts.put_stage(replace(stage, data={**stage.data, "gate": gate}))

@@ -3,7 +3,9 @@ health gate.
 
 `HealthGate.evaluate` is asked once per tick for each gated live rollout, outside any unit of
 work; the engine feeds a verdict that differs from the rollout's last one to `decide` as a
-`GateResult` event (so a verdict trips a rollout once, and `Resume` acknowledges it).
+`GateResult` event (so a verdict trips a rollout once, and `Resume` acknowledges it). The
+tick's verdict is also what a stage is advanced (or tripped) on, and the engine stores exactly
+that verdict with the stage, so a gate should fill `GateResult.cohorts` with the sizes it judged.
 
 `DirectorPort.assign`/`revoke` must be idempotent (the dispatcher may repeat a command after a
 crash): assigning the release a device already has, or revoking twice, changes nothing visible.

@@ -5,6 +5,8 @@ Invariants:
 - Every inference record lands in exactly one raw row and in the rollup of each of its
   device's groups and of the fleet (group ""); every batch adds its device to the device row
   (core = model id = model version = "") of each of those groups, with its events.
+- Every batch lands in its own device's rollups too (`build_device_rollups`), keyed like the
+  group rollups with the device id in place of the group.
 - Rollups are keyed by the hub's enqueue time, bucketed, and by partition (see `_schema.py`).
 """
 
@@ -19,7 +21,15 @@ import numpy as np
 from service.domain.rollups import CohortRollup, merge_all
 from service.telemetry._decode import Decoded, InferenceRow
 
-__all__ = ["Accepted", "RollupKey", "Rows", "build_rollups", "build_rows"]
+__all__ = [
+    "Accepted",
+    "RollupKey",
+    "Rows",
+    "build_all_rollups",
+    "build_device_rollups",
+    "build_rollups",
+    "build_rows",
+]
 
 FLEET = ""
 # (group, release, core, model id, model version, bucket start ms, partition)
@@ -104,25 +114,25 @@ def _is_error(kind: str, code: int) -> bool:
     return kind == "reject" or (kind not in _ERROR_FREE and code != 0)
 
 
-def build_rollups(
-    accepted: Iterable[Accepted], groups_of: GroupsOf, bucket_ms: int
-) -> dict[RollupKey, CohortRollup]:
-    """The rollup of each key's rows in these batches (to be merged with the stored ones)."""
-    # Build once per (device's group set, rest of key), then fan out to the groups.
-    columns: dict[tuple[tuple[str, ...], str, str, str, str, int, str], _Columns] = {}
-    group_cache: dict[str, tuple[str, ...]] = {}
+_ColumnKey: TypeAlias = tuple[tuple[str, ...], str, str, str, str, int, str]
+
+
+def _collect(
+    accepted: Iterable[Accepted], owners_of: Callable[[str], tuple[str, ...]], bucket_ms: int
+) -> dict[_ColumnKey, _Columns]:
+    """The columns of each (owners, release, core, model id, model version, bucket, partition):
+    `owners_of(device)` names the rollups a device's rows go to (its groups, or itself)."""
+    columns: dict[_ColumnKey, _Columns] = {}
     for item in accepted:
         batch = item.batch
         device, release = batch.device_id, batch.release or ""
-        groups = group_cache.get(device)
-        if groups is None:
-            groups = group_cache[device] = (FLEET, *sorted(set(groups_of(device)) - {FLEET}))
+        owners = owners_of(device)
         bucket = item.enqueued_ms // bucket_ms * bucket_ms
-        presence = (groups, release, "", "", "", bucket, item.partition)
+        presence = (owners, release, "", "", "", bucket, item.partition)
         cols = columns.get(presence) or columns.setdefault(presence, _Columns())
         cols.devices.add(device)
         for _ts, kind, core, _release, code, _reason in batch.events:
-            key = (groups, release, core or "", "", "", bucket, item.partition)
+            key = (owners, release, core or "", "", "", bucket, item.partition)
             ev = columns.get(key) or columns.setdefault(key, _Columns())
             ev.devices.add(device)
             target = (
@@ -145,7 +155,7 @@ def build_rollups(
             else:
                 rows.append(r)
         for (core, model_id, version), rows in by_model.items():
-            key = (groups, release, core, model_id, version, bucket, item.partition)
+            key = (owners, release, core, model_id, version, bucket, item.partition)
             cols = columns.get(key) or columns.setdefault(key, _Columns())
             cols.devices.add(device)
             _, _, _, _, latency, score, label, anomaly = zip(*rows, strict=True)
@@ -153,10 +163,73 @@ def build_rollups(
             cols.score.extend(score)
             cols.label.extend(label)
             cols.anomaly.extend(anomaly)
+    return columns
+
+
+def _keyed(owner: str, rest: Sequence[Any]) -> RollupKey:
+    release, core, model_id, version, bucket, partition = rest
+    return (owner, release, core, model_id, version, bucket, partition)
+
+
+def _absorb(into: _Columns, cols: _Columns) -> None:
+    into.devices |= cols.devices
+    into.latency.extend(cols.latency)
+    into.score.extend(cols.score)
+    into.label.extend(cols.label)
+    into.anomaly.extend(cols.anomaly)
+    for mine, theirs in (
+        (into.errors, cols.errors),
+        (into.reverts, cols.reverts),
+        (into.crashes, cols.crashes),
+    ):
+        for device, n in theirs.items():
+            mine[device] = mine.get(device, 0) + n
+
+
+def build_all_rollups(
+    accepted: Iterable[Accepted], groups_of: GroupsOf, bucket_ms: int, device_bucket_ms: int
+) -> tuple[dict[RollupKey, CohortRollup], dict[RollupKey, CohortRollup]]:
+    """`build_rollups` and `build_device_rollups` (in `device_bucket_ms` buckets, a divisor of
+    `bucket_ms`) in one pass over the rows: the group columns are the devices' columns joined."""
+    if bucket_ms % device_bucket_ms:
+        raise ValueError(f"device buckets of {device_bucket_ms} ms do not divide {bucket_ms} ms")
+    by_device = _collect(accepted, lambda d: (d,), device_bucket_ms)
+    devices = {
+        _keyed(owners[0], rest): cols.rollup() for (owners, *rest), cols in by_device.items()
+    }
+    group_cache: dict[str, tuple[str, ...]] = {}
+    joined: dict[_ColumnKey, _Columns] = {}
+    for (owners, release, core, model_id, version, bucket, partition), cols in by_device.items():
+        device = owners[0]
+        groups = group_cache.get(device)
+        if groups is None:
+            groups = group_cache[device] = (FLEET, *sorted(set(groups_of(device)) - {FLEET}))
+        key = (groups, release, core, model_id, version, bucket // bucket_ms * bucket_ms, partition)
+        _absorb(joined.get(key) or joined.setdefault(key, _Columns()), cols)
     fanned: dict[RollupKey, list[CohortRollup]] = {}
-    for (groups, release, core, model_id, version, bucket, partition), cols in columns.items():
+    for (owners, *rest), cols in joined.items():
         rollup = cols.rollup()
-        for group in groups:
-            rollup_key: RollupKey = (group, release, core, model_id, version, bucket, partition)
-            fanned.setdefault(rollup_key, []).append(rollup)
-    return {k: parts[0] if len(parts) == 1 else merge_all(parts) for k, parts in fanned.items()}
+        for group in owners:
+            fanned.setdefault(_keyed(group, rest), []).append(rollup)
+    groups_rollups = {
+        k: parts[0] if len(parts) == 1 else merge_all(parts) for k, parts in fanned.items()
+    }
+    return groups_rollups, devices
+
+
+def build_rollups(
+    accepted: Iterable[Accepted], groups_of: GroupsOf, bucket_ms: int
+) -> dict[RollupKey, CohortRollup]:
+    """The rollup of each key's rows in these batches (to be merged with the stored ones)."""
+    return build_all_rollups(accepted, groups_of, bucket_ms, bucket_ms)[0]
+
+
+def build_device_rollups(
+    accepted: Iterable[Accepted], bucket_ms: int
+) -> dict[RollupKey, CohortRollup]:
+    """The rollup of each device's rows in these batches, keyed like `build_rollups` with the
+    device id in place of the group (to be merged with the stored ones)."""
+    return {
+        _keyed(owners[0], rest): cols.rollup()
+        for (owners, *rest), cols in _collect(accepted, lambda d: (d,), bucket_ms).items()
+    }

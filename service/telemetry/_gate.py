@@ -1,38 +1,55 @@
-"""The real health gate: stored rollups -> `evaluate_gate` -> a stored verdict -> `GateResult`.
+"""The real health gate: per-device rollups -> `judge_pairs` -> a stored verdict -> `GateResult`.
 
-For stage `s` of a rollout on group G: the canary is G's devices whose batches said they ran the
-rollout's release, from the bucket in which the stage started (its `rollout_stages` record, else
-the rollout's start) to now; the control is G's devices whose batches said they ran the previous
-release, from the rollout's start to now. The control's window is the longer one because its
-devices leave it as the rollout reaches them: in the last stage, the devices still on the old
-release upgrade within seconds, and a control read over the stage's window alone could stay
-short of its minimum for ever (the gate would answer WAIT until a human came).
-Both cohorts are read from stored rollups (never raw rows) and split per model slot (core, model
-id): the new model is compared with the old one on the same core, never pooled with the other
-core's model (`_pairs.py`; alpha split across the slots, ADR 0009). Every verdict is stored with
-its numbers and every slot's verdict before it is returned; an unchanged repeat is stored once
-per `record_every`.
+For stage `s` of a rollout, from the rollout's jobs (its forward release):
+- the stage's own devices are the jobs of stage `s`; those whose jobs are CONFIRMED have soaked
+  (a job is confirmed only once it ran the release healthily past its soak time);
+- the canary is the soaked devices of stage `s` plus the confirmed devices of the earlier stages
+  (context), their rows on the rollout's release from the stage's start;
+- the control is the rollout's devices' rows on the previous release from the rollout's start:
+  the devices still on the old release, and every device before its update. Its window is the
+  longer one because devices leave it as the rollout reaches them: in the last stage the
+  devices still on the old release upgrade within seconds, and a control read over the stage's
+  window alone could stay short of its minimum for ever.
+Windows start exactly at their start: a bucket that began before it is left out (its rows may
+have been sent before the stage; rows are in `bucket_ms` buckets of the hub's enqueue time).
+Both cohorts are read per device from stored rollups (never raw rows) and split per model slot
+(`_pairs.py`). Until `min(policy.min_devices, stage devices)` of the stage's own devices have
+soaked, a verdict that is not a FAIL is held as a WAIT whose reason says how many soaked (a
+regression already seen on updated devices still FAILs at once).
 
-Group membership is taken at ingest time (`StorageGroups`), so a device counts in the groups it
-belonged to when its telemetry arrived.
+Every change of verdict (outcome or reason) is stored with its numbers and every slot's
+verdict; an unchanged repeat is not (the history holds decisions and changes). The engine
+stores the verdict that decided a stage with the stage (`rollout_stages.data["gate"]`).
+
+Group membership of the group rollups is taken at ingest time (`StorageGroups`, refreshed when
+a device is unknown to it); the gate itself reads devices by id, whatever their groups were.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service.domain.gates import GatePolicy, GateVerdict, Outcome
 from service.domain.rollout_events import GateResult, Verdict
-from service.domain.rollups import CohortRollup, merge_all
 from service.domain.spec import FailureAction
 from service.storage import MAX_PAGE, Rollout, Storage
-from service.telemetry._pairs import PairedVerdict, RollupRow, SlotPair, judge_pairs, pair_slots
+from service.telemetry._pairs import (
+    PairedVerdict,
+    RollupRow,
+    SlotPair,
+    judge_pairs,
+    pair_slots,
+    pooled_by_device,
+)
 from service.telemetry._store import TelemetryStore
 
-__all__ = ["StorageGroups", "TelemetryGate", "gate_policy", "verdict_numbers"]
+__all__ = ["StageDevices", "StorageGroups", "TelemetryGate", "gate_policy", "verdict_numbers"]
+
+_CONFIRMED = "confirmed"
 
 
 def gate_policy(rollout: Rollout, stage: int) -> GatePolicy | None:
@@ -44,7 +61,7 @@ def gate_policy(rollout: Rollout, stage: int) -> GatePolicy | None:
     stages = rollout.spec.get("stages") or []
     stage_spec: Mapping[str, Any] = stages[stage] if 0 <= stage < len(stages) else {}
     document = stage_spec.get("gate") or rollout.spec.get("gate")
-    if not document:
+    if not isinstance(document, Mapping):  # none, or "none" (the spec's explicit opt-out)
         return None
     name = str(stage_spec.get("name") or f"stage-{stage}")[:64]
     return GatePolicy.from_dict({"stage": name, **document})
@@ -65,61 +82,94 @@ def verdict_numbers(verdict: GateVerdict) -> dict[str, float]:
     return numbers
 
 
+@dataclass(frozen=True)
+class StageDevices:
+    """Who the gate judges for one stage, from the rollout's jobs."""
+
+    stage: int
+    total: int  # the stage's devices
+    soaked: frozenset[str]  # the stage's devices whose jobs are confirmed
+    context: frozenset[str]  # confirmed devices of the earlier stages
+    everyone: frozenset[str]  # every device of the rollout (the control's candidates)
+
+    def needed(self, policy: GatePolicy) -> int:
+        return min(policy.min_devices, self.total)
+
+    def figures(self, policy: GatePolicy) -> dict[str, float]:
+        return {
+            "stage_devices": float(self.total),
+            "stage_soaked": float(len(self.soaked)),
+            "stage_needed": float(self.needed(policy)),
+            "context_devices": float(len(self.context)),
+        }
+
+    def hold(self, policy: GatePolicy) -> str | None:
+        needed = self.needed(policy)
+        if len(self.soaked) >= needed:
+            return None
+        return f"{len(self.soaked)} of {self.total} stage devices soaked (the gate needs {needed})"
+
+
 class TelemetryGate:
     """The engine's `HealthGate` port over the telemetry store."""
 
-    def __init__(
-        self,
-        store: TelemetryStore,
-        storage: Storage,
-        *,
-        record_every: timedelta = timedelta(minutes=1),
-    ) -> None:
+    def __init__(self, store: TelemetryStore, storage: Storage) -> None:
         self._store = store
         self._storage = storage
-        self._record_every = record_every
-        self._last: dict[tuple[str, int], tuple[str, str, datetime]] = {}
+        self._last: dict[tuple[str, int], tuple[str, str]] = {}
 
-    def cohorts(
-        self, rollout: Rollout, since: datetime, until: datetime | None = None
-    ) -> tuple[CohortRollup, CohortRollup]:
-        canary = self._store.cohort(rollout.group_id, rollout.release_id, since, until)
-        control = (
-            self._store.cohort(rollout.group_id, rollout.previous_release_id, since, until)
-            if rollout.previous_release_id
-            else CohortRollup.empty()
+    def stage_devices(self, rollout: Rollout, stage: int) -> StageDevices:
+        total, soaked, context, everyone = 0, set[str](), set[str](), set[str]()
+        with self._storage.begin(readonly=True) as uow:
+            after: str | None = None
+            while True:
+                page = uow.jobs.list(
+                    rollout.id, release_id=rollout.release_id, after=after, limit=MAX_PAGE
+                )
+                for job in page.items:
+                    everyone.add(job.device_id)
+                    confirmed = job.state == _CONFIRMED
+                    if job.stage == stage:
+                        total += 1
+                        if confirmed:
+                            soaked.add(job.device_id)
+                    elif job.stage < stage and confirmed:
+                        context.add(job.device_id)
+                after = page.next_after
+                if after is None:
+                    break
+        return StageDevices(
+            stage, total, frozenset(soaked), frozenset(context), frozenset(everyone)
         )
-        return canary, control
 
     def _rows(
-        self,
-        rollout: Rollout,
-        since: datetime,
-        until: datetime | None,
-        control_since: datetime | None = None,
-    ) -> tuple[Sequence[RollupRow], Sequence[RollupRow]]:
-        """The stored rollup rows of the canary (from `since`) and of the control (from
-        `control_since`, else `since`) up to `until`."""
-        canary = self._store.rollup_rows(
-            group_id=rollout.group_id, release_id=rollout.release_id, since=since, until=until
-        )
-        control = (
-            self._store.rollup_rows(
-                group_id=rollout.group_id,
-                release_id=rollout.previous_release_id,
-                since=min(since, control_since or since),
-                until=until,
+        self, rollout: Rollout, devices: StageDevices, since: datetime, control_since: datetime
+    ) -> tuple[dict[str, list[RollupRow]], dict[str, list[RollupRow]]]:
+        """Per device: the canary's rows (from `since`) and the control's (from
+        `control_since`)."""
+        canary_ids = devices.soaked | devices.context
+        canary: dict[str, list[RollupRow]] = (
+            self._store.device_rollups(
+                release_id=rollout.release_id, device_ids=canary_ids, since=since
             )
-            if rollout.previous_release_id
-            else []
+            if canary_ids
+            else {}
+        )
+        control: dict[str, list[RollupRow]] = (
+            self._store.device_rollups(
+                release_id=rollout.previous_release_id,
+                device_ids=devices.everyone,
+                since=min(since, control_since),
+            )
+            if rollout.previous_release_id and devices.everyone
+            else {}
         )
         return canary, control
 
-    def pairs(
-        self, rollout: Rollout, since: datetime, until: datetime | None = None
-    ) -> list[SlotPair]:
-        """The canary and control cohorts per model slot (see `_pairs.py`)."""
-        return pair_slots(*self._rows(rollout, since, until))
+    def pairs(self, rollout: Rollout, stage: int, since: datetime) -> list[SlotPair]:
+        """The stage's canary and control cohorts per model slot (see `_pairs.py`)."""
+        devices = self.stage_devices(rollout, stage)
+        return pair_slots(*self._rows(rollout, devices, since, _rollout_start(rollout) or since))
 
     def evaluate(self, rollout: Rollout, stage: int, now: datetime) -> GateResult | None:
         """None when the rollout has no gate or the stage has not started."""
@@ -129,12 +179,13 @@ class TelemetryGate:
         started = self._window_start(rollout, stage)
         if started is None:
             return None
-        canary, control = self._rows(rollout, started, None, _rollout_start(rollout))
+        devices = self.stage_devices(rollout, stage)
+        canary, control = self._rows(rollout, devices, started, _rollout_start(rollout) or started)
         pairs = pair_slots(canary, control)
-        pooled = (
-            None if pairs else (merge_all(r for _, r in canary), merge_all(r for _, r in control))
+        pooled = None if pairs else (pooled_by_device(canary), pooled_by_device(control))
+        verdict = judge_pairs(policy, pairs, pooled=pooled).held(
+            devices.hold(policy), devices.figures(policy)
         )
-        verdict = judge_pairs(policy, pairs, pooled=pooled)
         self._record(rollout.id, stage, verdict, now)
         brief, key_numbers = verdict.summary()
         return GateResult(
@@ -143,6 +194,7 @@ class TelemetryGate:
             reason=brief,
             numbers=key_numbers,
             action=FailureAction(policy.on_fail.value) if verdict.outcome is Outcome.FAIL else None,
+            cohorts=verdict.cohorts(),
         )
 
     def _window_start(self, rollout: Rollout, stage: int) -> datetime | None:
@@ -155,24 +207,23 @@ class TelemetryGate:
         return _rollout_start(rollout)
 
     def _record(self, rollout_id: str, stage: int, verdict: PairedVerdict, now: datetime) -> None:
-        """Store the verdict when it changed, or `record_every` after the last stored one (the
-        engine asks every tick; the history needs the changes and a steady pulse)."""
-        last = self._last.get((rollout_id, stage))
+        """Store the verdict when it changed (the engine asks every tick; the history keeps the
+        changes, and the engine keeps the verdict that decided the stage with the stage)."""
         outcome, reason = verdict.outcome.value, verdict.reason()
-        if (
-            last is not None
-            and last[:2] == (outcome, reason)
-            and now - last[2] < self._record_every
-        ):
+        if self._last.get((rollout_id, stage)) == (outcome, reason):
             return
         self._store.record_verdict(
             rollout_id, stage, outcome, reason, verdict.numbers(), verdict.document(), now
         )
-        self._last[(rollout_id, stage)] = (outcome, reason, now)
+        self._last[(rollout_id, stage)] = (outcome, reason)
 
 
 class StorageGroups:
-    """device id -> the ids of the groups it belongs to, from storage, refreshed every `ttl`."""
+    """device id -> the ids of the groups it belongs to, from storage: the whole map refreshed
+    every `ttl`, and a device the map does not know (a device registered or added since the
+    last refresh) looked up at once, so a new member's first batch counts in its groups. A
+    device found in no group is remembered as such until the next refresh (one lookup per
+    unknown device per `ttl`)."""
 
     def __init__(
         self,
@@ -202,11 +253,28 @@ class StorageGroups:
             self._map = {device: tuple(groups) for device, groups in mapping.items()}
             self._loaded = self._clock()
 
+    def invalidate(self) -> None:
+        """Forget the map: the next call refreshes it (after a group or tag change)."""
+        with self._lock:
+            self._loaded = None
+
+    def _look_up(self, device_id: str) -> tuple[str, ...]:
+        with self._storage.begin(readonly=True) as uow:
+            found = tuple(
+                group.id
+                for group in uow.groups.list()
+                if uow.groups.members_among(group.id, [device_id])
+            )
+        with self._lock:
+            self._map[device_id] = found
+        return found
+
     def __call__(self, device_id: str) -> Sequence[str]:
         now = self._clock()
         if self._loaded is None or now - self._loaded >= self._ttl:
             self.refresh()
-        return self._map.get(device_id, ())
+        found = self._map.get(device_id)
+        return self._look_up(device_id) if found is None else found
 
 
 def _rollout_start(rollout: Rollout) -> datetime | None:

@@ -1,6 +1,9 @@
 """The gate per model slot: canary and control paired by (core, model id), judged, combined.
 
-A cohort's stored rollups are split into model slots: one per (core, model id) that reported
+A cohort is its devices' stored rollups, device id -> rows; each device's rows are split into
+model slots, so a pair holds each cohort per device (device id -> that device's rollup in the
+slot), the unit the statistics need (devices, not rows, are independent). A cohort's rows are
+split into model slots: one per (core, model id) that reported
 inferences, over all of that model's versions (the canary runs the new version, the control the
 old one). Each slot also gets its core's events (rows with that core and model id "") and the
 device-level events (core ""; their flagged devices only), so the device rates (error, revert,
@@ -10,14 +13,16 @@ is paired with the control slot of the same (core, model id); a canary slot with
 id new on that core) is paired with an empty control, which WAITs: there is no old model to
 compare it with. Control-only slots (a model the new release dropped) are not judged.
 
-`judge_pairs` calls `evaluate_gate` once per pair with the policy's alpha split evenly across
-the k judged pairs (Bonferroni), and combines: FAIL if any pair FAILs, else WAIT if any pair
-WAITs, else PASS. With no pair, the pooled cohorts decide (a WAIT for samples, unless the device
-rates alone FAIL), so that the verdict keeps its shape.
+`judge_pairs` judges each pair through `_evaluate` (today: merge each cohort's devices with
+`merge_all` and call `evaluate_gate`; the one place to switch to a device-level test), with the
+policy's alpha split evenly across the k judged pairs (Bonferroni), and combines: FAIL if any
+pair FAILs, else WAIT if any pair WAITs, else PASS. With no pair, the pooled cohorts decide (a
+WAIT for samples, unless the device rates alone FAIL), so that the verdict keeps its shape.
 
 Invariants:
 - Pure: no I/O, no clock; the same rows and policy always give the same verdict.
-- Every inference row counts in exactly one slot; a slot's rollup is the exact merge of its rows.
+- Every inference row counts in exactly one slot of its own device; a device's slot rollup is
+  the exact merge of its rows, and a pair never holds a device without rows in the slot.
 - Family-wise false alarms: each pair FAILs an equal model with probability at most alpha / k
   (`evaluate_gate`'s Holm bound at that alpha), so the gate FAILs an equal release with
   probability at most alpha, whatever the dependence between pairs.
@@ -28,7 +33,8 @@ Invariants:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from service.domain.gates import (
@@ -44,16 +50,19 @@ from service.domain.rollups import CohortRollup, merge_all
 
 __all__ = [
     "SUMMARY_MAX",
+    "ByDevice",
     "PairedVerdict",
     "RollupRow",
     "Slot",
     "SlotPair",
     "judge_pairs",
     "pair_slots",
+    "pooled_by_device",
 ]
 
 SUMMARY_MAX = 80
 RollupRow = tuple[Mapping[str, Any], CohortRollup]
+ByDevice = Mapping[str, CohortRollup]  # device id -> that device's rollup
 
 
 @dataclass(frozen=True, order=True)
@@ -70,11 +79,22 @@ class Slot:
 
 @dataclass(frozen=True)
 class SlotPair:
+    """One slot's cohorts, per device."""
+
     slot: Slot
-    canary: CohortRollup
-    control: CohortRollup
+    canary_by_device: ByDevice
+    control_by_device: ByDevice
     canary_versions: tuple[str, ...]
     control_versions: tuple[str, ...]
+
+    @cached_property
+    def canary(self) -> CohortRollup:
+        """The canary's devices merged."""
+        return merge_all(self.canary_by_device.values())
+
+    @cached_property
+    def control(self) -> CohortRollup:
+        return merge_all(self.control_by_device.values())
 
 
 @dataclass
@@ -122,30 +142,52 @@ def _slot_rollup(split: _Split, slot: Slot) -> CohortRollup:
     else:  # a core that reported events only: its devices are those of any model on the core
         parts = [r for s, rs in split.models.items() if s.core == slot.core for r in rs]
     parts = parts + split.core_events.get(slot.core, [])
-    if not parts:
-        return CohortRollup.empty()
+    # A device-level error counts against each model the device runs, and a device that
+    # failed before any core reported (only device-level events) against every model.
     return merge_all([*parts, *split.device_events])
 
 
+def _per_slot(splits: Mapping[str, _Split], slot: Slot) -> dict[str, CohortRollup]:
+    found = {device: _slot_rollup(split, slot) for device, split in sorted(splits.items())}
+    return {device: rollup for device, rollup in found.items() if rollup.devices}
+
+
 def pair_slots(
-    canary_rows: Iterable[RollupRow], control_rows: Iterable[RollupRow]
+    canary_rows: Mapping[str, Iterable[RollupRow]], control_rows: Mapping[str, Iterable[RollupRow]]
 ) -> list[SlotPair]:
     """One pair per model slot the canary reported, and one per core with canary events but no
-    canary inferences (model id "": judged on the device rates only), sorted by slot."""
-    canary, control = _split(canary_rows), _split(control_rows)
-    modelled = {slot.core for slot in canary.models}
-    quiet = [Slot(core, "") for core in canary.core_events if core not in modelled]
-    slots = [*canary.models, *quiet]
+    canary inferences (model id "": judged on the device rates only), sorted by slot; each
+    cohort is given per device (device id -> its rows)."""
+    canary = {device: _split(rows) for device, rows in canary_rows.items()}
+    control = {device: _split(rows) for device, rows in control_rows.items()}
+    models = {slot for split in canary.values() for slot in split.models}
+    modelled = {slot.core for slot in models}
+    quiet = {
+        Slot(core, "")
+        for split in canary.values()
+        for core in split.core_events
+        if core not in modelled
+    }
+
+    def versions(splits: Mapping[str, _Split], slot: Slot) -> tuple[str, ...]:
+        return tuple(sorted({v for s in splits.values() for v in s.versions.get(slot, ())}))
+
     return [
         SlotPair(
             slot,
-            _slot_rollup(canary, slot),
-            _slot_rollup(control, slot),
-            tuple(sorted(canary.versions.get(slot, ()))),
-            tuple(sorted(control.versions.get(slot, ()))),
+            _per_slot(canary, slot),
+            _per_slot(control, slot),
+            versions(canary, slot),
+            versions(control, slot),
         )
-        for slot in sorted(slots)
+        for slot in sorted(models | quiet)
     ]
+
+
+def pooled_by_device(rows: Mapping[str, Iterable[RollupRow]]) -> dict[str, CohortRollup]:
+    """Each device's rows merged over every slot (the cohorts when no slot can be paired)."""
+    merged = {device: merge_all(r for _, r in device_rows) for device, device_rows in rows.items()}
+    return {device: rollup for device, rollup in sorted(merged.items()) if rollup.devices}
 
 
 _INFERENCE_LIMITS = (
@@ -175,6 +217,17 @@ class PairedVerdict:
     # With no judged slot: the verdict over the pooled cohorts (a WAIT for samples, or a FAIL
     # of the device rates when the canary reports only events), so the shape stays the same.
     pooled: GateVerdict | None = None
+    # Why the gate holds a verdict that is not a FAIL as a WAIT (the stage's own devices have
+    # not soaked yet), and the stage's figures the caller judged that on.
+    hold: str | None = None
+    stage_figures: Mapping[str, float] = field(default_factory=dict)
+
+    def held(self, reason: str | None, figures: Mapping[str, float]) -> PairedVerdict:
+        """This verdict with the stage's figures; a WAIT saying `reason` unless it FAILs
+        (harm seen on the devices already updated stops the stage at once)."""
+        if reason is None or self.outcome is Outcome.FAIL:
+            return replace(self, stage_figures=dict(figures))
+        return replace(self, outcome=Outcome.WAIT, hold=reason, stage_figures=dict(figures))
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -228,12 +281,21 @@ class PairedVerdict:
 
     def reason(self) -> str:
         """The full reason that is stored with the verdict."""
-        return "; ".join(self.reasons or self.missing) or "every model within its limits"
+        found = "; ".join(self.reasons or self.missing) or "every model within its limits"
+        return found if self.hold is None else f"{self.hold}; {found}"
+
+    def cohorts(self) -> dict[str, float]:
+        """The cohort sizes and the stage's figures (what a stored decision shows)."""
+        return {**self._totals(), **self.stage_figures}
 
     def numbers(self) -> dict[str, float]:
         """Every number for the stored verdict: totals, the decisive pair's metrics unprefixed,
         and each pair's metrics prefixed with its slot."""
-        numbers = {**self._totals(), "alpha": self.policy.alpha, "pairs": float(len(self.pairs))}
+        numbers = {
+            **self.cohorts(),
+            "alpha": self.policy.alpha,
+            "pairs": float(len(self.pairs)),
+        }
         if self.pairs:
             numbers["pair_alpha"] = self.pair_alpha
         _, decisive = self.decisive
@@ -257,6 +319,8 @@ class PairedVerdict:
             "missing": list(self.missing),
             **{name: int(value) for name, value in totals.items()},
             "decisive": None if pair is None else pair.slot.label,
+            "hold": self.hold,
+            "stage_figures": dict(self.stage_figures),
             "pair_alpha": self.pair_alpha,
             "pairs": [
                 {
@@ -274,6 +338,14 @@ class PairedVerdict:
         """A short reason naming the failing or waiting slots, and at most three numbers (the
         engine writes both into bounded reason columns)."""
         _, decisive = self.decisive
+        if self.hold is not None:
+            figures = self.stage_figures
+            numbers = {
+                name: figures[name]
+                for name in ("stage_soaked", "stage_devices", "stage_needed")
+                if name in figures
+            }
+            return _clip(self.hold), numbers
         if self.outcome is Outcome.FAIL:
             judged = (
                 [(p.slot.label, v) for p, v in self.pairs]
@@ -350,23 +422,35 @@ def _clip(text: str) -> str:
     return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 3] + "..."
 
 
+def _evaluate(policy: GatePolicy, canary: ByDevice, control: ByDevice) -> GateVerdict:
+    """One pair's verdict from its per-device cohorts: the single place the statistics are
+    called (merged rows today; a device-level test can take the maps as they are)."""
+    return evaluate_gate(policy, merge_all(canary.values()), merge_all(control.values()))
+
+
 def judge_pairs(
     policy: GatePolicy,
     pairs: Sequence[SlotPair],
     *,
-    pooled: tuple[CohortRollup, CohortRollup] | None = None,
+    pooled: tuple[ByDevice, ByDevice] | None = None,
 ) -> PairedVerdict:
     """Judge each pair at alpha / k and combine (see the module docstring). `pooled` (the
-    cohorts over every slot) is judged only when no pair exists, for a WAIT of the usual shape."""
+    cohorts over every slot, per device) is judged only when no pair exists, for a WAIT of the
+    usual shape."""
     judgeable = [(pair, policy if pair.slot.model_id else _device_policy(policy)) for pair in pairs]
     judged_pairs = [(pair, rules) for pair, rules in judgeable if rules is not None]
     if not judged_pairs:
-        canary, control = pooled or (CohortRollup.empty(), CohortRollup.empty())
-        verdict = evaluate_gate(policy, canary, control)
+        canary, control = pooled or ({}, {})
+        verdict = _evaluate(policy, canary, control)
         return PairedVerdict(verdict.outcome, policy, policy.alpha, (), pooled=verdict)
     k = len(judged_pairs)
     judged = tuple(
-        (pair, evaluate_gate(replace(rules, alpha=rules.alpha / k), pair.canary, pair.control))
+        (
+            pair,
+            _evaluate(
+                replace(rules, alpha=rules.alpha / k), pair.canary_by_device, pair.control_by_device
+            ),
+        )
         for pair, rules in judged_pairs
     )
     outcomes = {verdict.outcome for _, verdict in judged}

@@ -9,6 +9,11 @@ partition is part of the key so that one worker owns every rollup row it updates
 are owned by one worker at a time), and a read merges partitions, which is exact. Rows with
 core = model id = model version = "" carry the devices that sent anything and their events.
 Group "" is the whole fleet.
+
+Device rollups (migration 0007) are keyed the same way with the device in place of the group:
+the gate reads a stage's own devices out of them, whatever groups they belonged to at ingest.
+Their buckets are 10 s (`DEVICE_BUCKET_MS`), so a window that starts exactly at a stage's start
+(leaving out the bucket it starts in) loses at most 10 s.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from service.storage._schema import BIGID, JSON_TYPE, METADATA, UtcDateTime
 
 __all__ = [
     "dead_letters",
+    "device_rollups",
     "gate_verdicts",
     "inference",
     "partitions",
@@ -100,6 +106,22 @@ rollups = sa.Table(
     sa.Index(None, "bucket_ms"),
 )
 
+device_rollups = sa.Table(
+    "telemetry_device_rollups",
+    METADATA,
+    sa.Column("device_id", sa.String(200), primary_key=True),
+    sa.Column("release_id", sa.String(200), primary_key=True),
+    sa.Column("core", sa.String(128), primary_key=True),
+    sa.Column("model_id", sa.String(128), primary_key=True),
+    sa.Column("model_version", sa.String(128), primary_key=True),
+    sa.Column("bucket_ms", sa.BigInteger(), primary_key=True),
+    sa.Column("partition", sa.String(64), primary_key=True),
+    sa.Column("rollup", JSON_TYPE, nullable=False),
+    sa.Column("latency_hist", sa.LargeBinary(), nullable=False),
+    sa.Column("score_hist", sa.LargeBinary(), nullable=False),
+    sa.Index(None, "release_id", "bucket_ms"),
+)
+
 dead_letters = sa.Table(
     "telemetry_dead_letters",
     METADATA,
@@ -142,4 +164,14 @@ gate_verdicts = sa.Table(
     sa.Index(None, "rollout_id", "id"),
 )
 
-TABLES = (inference, health, events, seen, rollups, dead_letters, partitions, gate_verdicts)
+TABLES = (
+    inference,
+    health,
+    events,
+    seen,
+    rollups,
+    device_rollups,
+    dead_letters,
+    partitions,
+    gate_verdicts,
+)

@@ -16,7 +16,8 @@ twice); it then re-reads from the committed position.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,11 +29,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from service.domain.rollups import CohortRollup, merge_all
 from service.telemetry import _schema as t
-from service.telemetry._build import Accepted, GroupsOf, RollupKey, build_rollups, build_rows
+from service.telemetry._build import (
+    Accepted,
+    GroupsOf,
+    RollupKey,
+    build_all_rollups,
+    build_rows,
+)
 from service.telemetry._codec import decode, encode
 from service.telemetry._errors import TelemetryStoreError
 
-__all__ = ["CommitResult", "DeadLetter", "TelemetryStore"]
+__all__ = ["DEVICE_BUCKET_MS", "CommitResult", "DeadLetter", "DeviceRollupRow", "TelemetryStore"]
 
 _READONLY = "tinyfleet_readonly"  # the storage engine's option for a plain BEGIN on SQLite
 _CHUNK = 500
@@ -46,6 +53,11 @@ _PG_TYPES: dict[type[Any], str] = {
     sa.Boolean: "bool",
 }
 _KEY_COLUMNS = ("group_id", "release_id", "core", "model_id", "model_version", "bucket_ms")
+_DEVICE_KEY = ("device_id", *_KEY_COLUMNS[1:])
+DeviceRollupRow = tuple[Mapping[str, Any], CohortRollup]
+# Device rollups are bucketed finer than the group ones: a window starts at its start exactly
+# by leaving out the bucket it starts in, so the bucket is what a stage's gate loses at first.
+DEVICE_BUCKET_MS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +164,7 @@ class TelemetryStore:
         groups_of: GroupsOf,
         bucket_ms: int,
         now: datetime,
+        device_bucket_ms: int = DEVICE_BUCKET_MS,
     ) -> CommitResult:
         """Store one worker batch (see the module docstring); `positions` are the partitions'
         last received sequences, which become their committed positions."""
@@ -166,7 +179,11 @@ class TelemetryStore:
             self._bulk(conn, t.health, rows.health)
             self._bulk(conn, t.events, rows.events)
             self._bulk(conn, t.seen, [(a.message_id, a.enqueued_ms) for a in fresh])
-            self._merge_rollups(conn, build_rollups(fresh, groups_of, bucket_ms))
+            groups, devices = build_all_rollups(
+                fresh, groups_of, bucket_ms, math.gcd(bucket_ms, device_bucket_ms)
+            )
+            self._merge_rollups(conn, t.rollups, groups)
+            self._merge_rollups(conn, t.device_rollups, devices)
             for item in fresh:
                 delta = deltas[item.partition]
                 delta.messages += 1
@@ -221,19 +238,26 @@ class TelemetryStore:
             fresh.append(item)
         return fresh
 
-    def _merge_rollups(self, conn: sa.Connection, rollups: dict[RollupKey, CohortRollup]) -> None:
+    def _merge_rollups(
+        self, conn: sa.Connection, table: sa.Table, rollups: dict[RollupKey, CohortRollup]
+    ) -> None:
+        """Merge `rollups` into `table` (`t.rollups`, keyed by group, or `t.device_rollups`,
+        keyed by device: the key's first column)."""
         if not rollups:
             return
-        c = t.rollups.c
+        c = table.c
+        names = (*(_KEY_COLUMNS if table is t.rollups else _DEVICE_KEY), "partition")
         stored: dict[RollupKey, CohortRollup] = {}
-        query = sa.select(t.rollups).where(
+        query = sa.select(table).where(
             c.partition.in_(sorted({k[6] for k in rollups})),
             c.bucket_ms.in_(sorted({k[5] for k in rollups})),
             c.release_id.in_(sorted({k[1] for k in rollups})),
         )
+        if table is t.device_rollups:
+            query = query.where(c.device_id.in_(sorted({k[0] for k in rollups})))
         for row in conn.execute(query):
             key: RollupKey = (
-                row.group_id,
+                getattr(row, names[0]),
                 row.release_id,
                 row.core,
                 row.model_id,
@@ -250,16 +274,16 @@ class TelemetryStore:
             )
             values.append(
                 {
-                    **dict(zip((*_KEY_COLUMNS, "partition"), key, strict=True)),
+                    **dict(zip(names, key, strict=True)),
                     "rollup": document,
                     "latency_hist": latency,
                     "score_hist": score,
                 }
             )
-        insert = self._upsert(conn, t.rollups)
+        insert = self._upsert(conn, table)
         conn.execute(
             insert.on_conflict_do_update(
-                index_elements=[*_KEY_COLUMNS, "partition"],
+                index_elements=list(names),
                 set_={
                     "rollup": insert.excluded.rollup,
                     "latency_hist": insert.excluded.latency_hist,
@@ -369,6 +393,43 @@ class TelemetryStore:
             )
             for row in result
         ]
+
+    def device_rollups(
+        self,
+        *,
+        release_id: str,
+        device_ids: Collection[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        bucket_ms: int = DEVICE_BUCKET_MS,
+    ) -> dict[str, list[DeviceRollupRow]]:
+        """Each device's stored rollup rows on `release_id` (the release its batches named),
+        device id -> rows (key columns without the device, and the rollup), for `device_ids`
+        (every device when None). The window is exact at its start: only buckets that began at
+        or after `since` (a bucket that began before it may hold rows sent before it), and
+        before `until`."""
+        c = t.device_rollups.c
+        base = sa.select(t.device_rollups).where(c.release_id == release_id)
+        if since is not None:
+            base = base.where(c.bucket_ms >= -(-_ms(since) // bucket_ms) * bucket_ms)
+        if until is not None:
+            base = base.where(c.bucket_ms < _ms(until))
+        wanted = None if device_ids is None else sorted(set(device_ids))
+        queries = (
+            [base]
+            if wanted is None
+            else [
+                base.where(c.device_id.in_(wanted[i : i + _CHUNK]))
+                for i in range(0, len(wanted), _CHUNK)
+            ]
+        )
+        found: dict[str, list[DeviceRollupRow]] = {}
+        with self._unit(readonly=True) as conn:
+            for query in queries:
+                for row in conn.execute(query):
+                    key = {name: getattr(row, name) for name in (*_DEVICE_KEY[1:], "partition")}
+                    found.setdefault(row.device_id, []).append((key, _decode(row)))
+        return found
 
     def device_rows(
         self,

@@ -182,6 +182,30 @@ def _stage_counts(storage: Any, stages: int) -> list[dict[str, int]]:
     return result
 
 
+def _seed_stage_gate(storage: Any, now: datetime) -> None:
+    """The verdict that decided the canary stage, as the engine stores it with the stage."""
+
+    with storage.begin() as uow:
+        canary = {s.index: s for s in uow.rollouts.stages(ROLLOUT)}[0]
+        gate = {
+            "verdict": "pass",
+            "reason": "every model within its limits (1 judged)",
+            "numbers": {"canary_inferences": 800.0},
+            "cohorts": {
+                "stage_soaked": 2.0,
+                "stage_devices": 2.0,
+                "canary_devices": 2.0,
+                "canary_inferences": 800.0,
+                "control_devices": 8.0,
+                "control_inferences": 3200.0,
+            },
+            "decided": "advanced",
+            "required": True,
+            "at": now.isoformat(),
+        }
+        uow.rollouts.put_stage(replace(canary, data={**canary.data, "gate": gate}))
+
+
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     from service.api import ApiContext, create_app
@@ -208,6 +232,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
             break
     now = world.now
     _seed_fleet(storage, now)
+    _seed_stage_gate(storage, now)
     store, routers = _seed_telemetry(storage, now)
     with storage.begin() as uow:
         operator = uow.tokens.create("olga", Role.OPERATOR, now).secret
@@ -346,6 +371,12 @@ def test_rollout_detail_shows_per_stage_progress(seeded: Seeded, page: Page) -> 
     expect(verdict.get_by_role("definition")).to_have_text("0.9000")
     jobs = page.get_by_role("table", name="Device jobs").get_by_role("row")
     expect(jobs).to_have_count(IN_GROUP + 1)  # the header row too
+    decided = page.get_by_role("group", name="Stage 1 canary deciding gate verdict")
+    expect(decided).to_contain_text("advanced the stage")
+    expect(decided.get_by_test_id("stage-gate-cohorts")).to_have_text(
+        "2 of 2 stage devices soaked · canary 2 devices, 800 inferences · "
+        "control 8 devices, 3200 inferences"
+    )
     _shot(page, "rollout")
 
 

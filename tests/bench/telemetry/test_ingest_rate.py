@@ -7,9 +7,10 @@
    executemany (SQLite) / COPY (PostgreSQL) of the same, already built inference rows into the
    same table. The ratio says what validation, dedupe and rollups cost on top of the bare write.
    Aim: 100,000 records/s into PostgreSQL.
-2. Gate: stored rollups standing for 10 million inference records (1 million quick) over 60
-   minute buckets and 4 partitions per cohort -> `TelemetryGate.evaluate` (read, parse, merge,
-   evaluate, store the verdict). Aim: under 1 s.
+2. Gate: per-device rollups standing for 10 million inference records (1 million quick) from
+   2 x 1000 devices (2 x 100 quick) that each send a batch a minute for an hour, the canary's
+   jobs confirmed -> `TelemetryGate.evaluate` (jobs, read, parse, pair per device, merge,
+   evaluate, store the verdict when it changed). Aim: under 1 s.
 
 Quick by default; TINYFLEET_BENCH_FULL=1 for the full sizes. Figures are printed, not asserted.
 """
@@ -44,6 +45,7 @@ from service.telemetry._decode import Decoded
 from tests.bench.conftest import FULL
 from tests.contract.storage.conftest import pg_database, pg_url  # noqa: F401 - fixtures
 from tests.contract.storage.factories import release, rollout
+from tests.integration.telemetry._world import plan_jobs
 
 RECORDS = 2_000_000 if FULL else 200_000
 PER_BATCH = 200  # inference rows per device batch (~12 KB encoded)
@@ -144,16 +146,21 @@ def test_ingest_rate_against_plain_bulk_insert(url: str, tmp_path: Path) -> None
     )
 
 
-def _cohort_rollups(rng: np.random.Generator, records: int, median_us: float, prefix: str):
-    parts = 60 * 4
-    per = records // parts
-    for p in range(parts):
-        yield CohortRollup.from_columns(
-            [f"{prefix}-{d}" for d in range(p % 8 * 25, p % 8 * 25 + 25)],
-            rng.lognormal(np.log(median_us), 0.3, per).astype(np.int64),
-            np.round(rng.beta(8, 2, per), 5),
-            label_names=("yes", "no", "up", "down"),
-            label_codes=rng.choice(4, size=per).astype(np.int64),
+GATE_DEVICES = 1000 if FULL else 100  # per cohort; each sends one batch a minute for an hour
+
+
+def _device_rollups(rng: np.random.Generator, records: int, median_us: float, device: str):
+    per = records // 60
+    for minute in range(60):
+        yield (
+            minute,
+            CohortRollup.from_columns(
+                [device],
+                rng.lognormal(np.log(median_us), 0.3, per).astype(np.int64),
+                np.round(rng.beta(8, 2, per), 5),
+                label_names=("yes", "no", "up", "down"),
+                label_codes=rng.choice(4, size=per).astype(np.int64),
+            ),
         )
 
 
@@ -175,27 +182,32 @@ def test_gate_over_stored_rollups(url: str) -> None:
         uow.releases.create(release("rel-2", 2))
         ro = uow.rollouts.create(ro)
         uow.rollouts.put_stage(RolloutStage("ro-1", 0, "running", 100, started_at=t0))
+    canary = [f"c-{d}" for d in range(GATE_DEVICES)]
+    control = [f"k-{d}" for d in range(GATE_DEVICES)]
+    jobs = {d: (0, "confirmed") for d in canary} | {d: (0, "pending") for d in control}
+    plan_jobs(storage, jobs, release_id="rel-2")
     rng = np.random.default_rng(3)
+    per_device = GATE_RECORDS // 2 // GATE_DEVICES
     values = []
-    for rel, median, prefix in (("rel-2", 2100.0, "c"), ("rel-1", 2000.0, "k")):
-        for i, rollup in enumerate(_cohort_rollups(rng, GATE_RECORDS // 2, median, prefix)):
-            values.append(
-                {
-                    "group_id": "grp",
-                    "release_id": rel,
-                    "core": "m4-0",
-                    "model_id": "kws",
-                    "model_version": "2" if rel == "rel-2" else "1",
-                    "bucket_ms": T0_MS + (i // 4) * 60_000,
-                    "partition": str(i % 4),
-                    **dict(
-                        zip(("rollup", "latency_hist", "score_hist"), encode(rollup), strict=True)
-                    ),
-                }
-            )
+    for rel, median, devices in (("rel-2", 2100.0, canary), ("rel-1", 2000.0, control)):
+        for d, device in enumerate(devices):
+            for minute, rollup in _device_rollups(rng, per_device, median, device):
+                values.append(
+                    {
+                        "device_id": device,
+                        "release_id": rel,
+                        "core": "m4-0",
+                        "model_id": "kws",
+                        "model_version": "2" if rel == "rel-2" else "1",
+                        "bucket_ms": T0_MS // 10_000 * 10_000 + 10_000 + minute * 60_000,
+                        "partition": str(d % 4),
+                        **dict(zip(STORED, encode(rollup), strict=True)),
+                    }
+                )
     with storage.engine.begin() as conn:
-        conn.execute(tables.rollups.insert(), values)
-    gate = TelemetryGate(store, storage, record_every=timedelta(0))
+        for start in range(0, len(values), 5000):
+            conn.execute(tables.device_rollups.insert(), values[start : start + 5000])
+    gate = TelemetryGate(store, storage)
     now = t0 + timedelta(hours=1)
     gate.evaluate(ro, 0, now)  # warm-up
     best = float("inf")
@@ -204,7 +216,7 @@ def test_gate_over_stored_rollups(url: str) -> None:
         result = gate.evaluate(ro, 0, now)
         best = min(best, time.perf_counter() - started)
     storage.close()
-    assert result is not None and result.numbers["canary_inferences"] > 0
+    assert result is not None and result.cohorts["canary_inferences"] > 0
     print(
         f"\n[bench telemetry gate {storage.engine.dialect.name}] {GATE_RECORDS:,} records in "
         f"{len(values)} stored rollups: evaluate {best * 1000:.1f} ms, verdict {result.verdict}"

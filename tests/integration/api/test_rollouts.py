@@ -54,7 +54,9 @@ def test_create_and_read(every_session: Session) -> None:
     assert [s["name"] for s in rollout["stages"]] == ["canary", "rest"]
     assert [s["planned"] for s in rollout["stages"]] == [2, 8]
     assert rollout["totals"] == {"pending": 10}
-    assert rollout["gate"] is None
+    assert rollout["gate"] is None  # no verdict yet
+    # gates are on by default: a rollout with a previous release gets the default gate
+    assert rollout["spec"]["gate"]["stage"] == "all" and rollout["spec"]["success"]["require_gate"]
     assert api.get("/rollouts/ro-1").json() == rollout
     assert [r["id"] for r in api.get("/rollouts").json()["items"]] == ["ro-1"]
     assert api.get("/rollouts", params={"state": "running"}).json()["items"] == []
@@ -146,7 +148,8 @@ def test_full_lifecycle_with_pause_and_resume(every_session: Session) -> None:
     ids = _setup(session, 10)
     world, api = session.world, session.api
     operator = world.tokens[Role.OPERATOR]
-    assert api.post("/rollouts", json=_body(), token=operator).status_code == 201
+    # No telemetry flows in this world: opt out of the default gate, which would wait for it.
+    assert api.post("/rollouts", json=_body(gate="none"), token=operator).status_code == 201
     started = api.post("/rollouts/ro-1/commands", json={"command": "start"}, token=operator)
     assert started.status_code == 200 and started.json()["state"] == "running"
     fleet = Fleet(world.hub, ids, bad=set(), clock=world.clock)

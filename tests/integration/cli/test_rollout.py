@@ -185,7 +185,7 @@ def _drive_until_final(stack: Stack, stop: threading.Event) -> None:
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["live", "json-lines"])
 def test_status_watch_ends_when_the_rollout_completes(stack: Stack, as_json: bool) -> None:
-    _create(stack)
+    _create(stack, "ro-1", "--no-gate")  # no telemetry here: the default gate would wait
     _ok(stack, "rollout", "start", "ro-1")
     stop = threading.Event()
     driver = threading.Thread(target=_drive_until_final, args=(stack, stop), daemon=True)

@@ -94,5 +94,30 @@ def test_snapshot_is_json_friendly() -> None:
         "in_progress": 30,
         "pending": 25,
         "failed": 2,
+        "gate": None,
     }
     assert figures["gate"]["verdict"] == "fail"
+
+
+def test_render_shows_the_verdict_that_decided_each_stage() -> None:
+    decided = {
+        "verdict": "pass",
+        "reason": "every model within its limits (2 judged)",
+        "numbers": {"canary_inferences": 3200.0},
+        "cohorts": {
+            "stage_soaked": 3.0,
+            "stage_devices": 3.0,
+            "canary_devices": 3.0,
+            "canary_inferences": 3200.0,
+            "control_devices": 15.0,
+            "control_inferences": 9000.0,
+        },
+        "decided": "advanced",
+        "at": "2026-12-04T04:00:00+00:00",
+    }
+    first, rest = ROLLOUT["stages"]
+    rollout = {**ROLLOUT, "stages": [{**first, "gate": decided}, rest]}
+    text = _text(rollout)
+    assert "1. canary gate: pass (advanced): 3 of 3 stage devices soaked" in text
+    assert "canary 3 devices, 3200 inferences vs control 15 devices, 9000 inferences" in text
+    assert snapshot(rollout)["stages"][0]["gate"] == decided

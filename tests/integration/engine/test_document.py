@@ -23,7 +23,7 @@ from service.domain.spec import (
     SuccessPolicy,
 )
 from service.domain.windows import MaintenanceWindow
-from service.engine import spec_from_document, spec_to_document
+from service.engine import DEFAULT_GATE, NO_GATE, spec_from_document, spec_to_document
 from service.engine._codec import spec_from_json, spec_to_json
 
 
@@ -191,3 +191,46 @@ def test_bad_documents_name_the_field(name: str, document: dict[str, Any], field
     with pytest.raises(SpecError) as caught:
         spec_from_document(document)
     assert caught.value.field.startswith(field), caught.value
+
+
+# -- gates on by default (issue 12) ---------------------------------------------------------------
+
+
+def test_a_rollout_with_a_previous_release_gets_the_default_gate_and_waits_for_it() -> None:
+    spec = spec_from_document({**minimal(), "previous_release_id": "rel-1"})
+    assert spec.gate == DEFAULT_GATE and spec.success.require_gate
+    stored = spec_to_json(spec)
+    assert stored["gate"] == DEFAULT_GATE.to_dict() and stored["success"]["require_gate"]
+    assert spec_from_json(stored) == spec
+
+
+def test_the_gate_can_be_turned_off_explicitly() -> None:
+    previous = {**minimal(), "previous_release_id": "rel-1"}
+    off = spec_from_document({**previous, "gate": NO_GATE})
+    assert off.gate is None and not off.success.require_gate
+    assert spec_to_document(off)["gate"] == NO_GATE and spec_from_json(spec_to_json(off)) == off
+    unrequired = spec_from_document({**previous, "success": {"require_gate": False}})
+    assert unrequired.gate is None and not unrequired.success.require_gate
+    advisory = spec_from_document(
+        {**previous, "gate": {"stage": "all"}, "success": {"require_gate": False}}
+    )
+    assert advisory.gate == DEFAULT_GATE and not advisory.success.require_gate
+    with pytest.raises(SpecError) as refused:
+        spec_from_document({**previous, "gate": NO_GATE, "success": {"require_gate": True}})
+    assert refused.value.field == "success.require_gate"
+
+
+def test_a_given_gate_is_required_unless_the_spec_says_otherwise() -> None:
+    gated = spec_from_document({**minimal(), "gate": {"stage": "all", "min_devices": 3}})
+    assert gated.gate is not None and gated.gate.min_devices == 3 and gated.success.require_gate
+
+
+def test_a_first_install_has_nothing_to_compare_with_and_gets_no_default_gate() -> None:
+    spec = spec_from_document(minimal())
+    assert spec.gate is None and not spec.success.require_gate
+
+
+def test_a_spec_stored_before_gates_were_on_by_default_keeps_no_gate() -> None:
+    stored = spec_to_json(spec_from_document({**minimal(), "previous_release_id": "rel-1"}))
+    stored = {**stored, "gate": None, "success": {**stored["success"], "require_gate": False}}
+    assert spec_from_json(stored).gate is None

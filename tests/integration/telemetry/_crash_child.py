@@ -24,10 +24,10 @@ class StallingStore(TelemetryStore):
 
     calls = 0
 
-    def _merge_rollups(self, conn: sa.Connection, rollups: Any) -> None:
-        super()._merge_rollups(conn, rollups)
+    def _merge_rollups(self, conn: sa.Connection, table: sa.Table, rollups: Any) -> None:
+        super()._merge_rollups(conn, table, rollups)
         StallingStore.calls += 1
-        if StallingStore.calls == 2:
+        if StallingStore.calls == 4:  # the second commit's device rollups
             print("STALLED", flush=True)
             time.sleep(600)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from device_agent.protocol.telemetry import (
     EventRecord,
@@ -13,6 +15,7 @@ from device_agent.protocol.telemetry import (
     encode_batch,
     message_id,
 )
+from service.storage import Device, DeviceJob, Storage
 from service.telemetry import MemorySource
 
 T0_MS = 1_795_000_000_000  # 2026-11-18
@@ -67,3 +70,39 @@ class Fleet:
 
     def raw(self, device: str | None, body: bytes, mid: str | None = None):
         return self.source.append(device, body, enqueued_ms=self.clock_ms, message_id=mid)
+
+
+def plan_jobs(
+    storage: Storage,
+    jobs: Mapping[str, tuple[int, str]],
+    *,
+    rollout_id: str = "ro-1",
+    release_id: str = "rel-2",
+    site: str = "berlin",
+) -> None:
+    """Register the devices (tagged `site`) and give each a job of the rollout: device id ->
+    (stage, state); `jobs.add` needs the devices and the release to exist."""
+    at = datetime.fromtimestamp(T0_MS / 1000, tz=UTC)
+    with storage.begin() as uow:
+        uow.devices.upsert(
+            Device(
+                id=device_id,
+                hardware_id="mt3620",
+                profile="kws",
+                agent_version="1.0.0",
+                tags={"site": site},
+                reported={},
+                last_seen=None,
+                created_at=at,
+            )
+            for device_id in jobs
+        )
+        uow.jobs.add(
+            DeviceJob(rollout_id, device_id, stage, state, at, release_id=release_id)
+            for device_id, (stage, state) in jobs.items()
+        )
+
+
+def halves(devices: int = 20, *, stage: int = 0) -> dict[str, tuple[int, str]]:
+    """Even devices updated and confirmed in `stage`, odd ones still pending in it."""
+    return {f"dev-{d}": (stage, "confirmed" if d % 2 == 0 else "pending") for d in range(devices)}

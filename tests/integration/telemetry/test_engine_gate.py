@@ -91,3 +91,13 @@ def test_the_engine_acts_on_stored_telemetry(db: Db, regressed: bool) -> None:
         assert final == "completed"
         assert {v["verdict"] for v in verdicts} <= {"wait", "pass"}
         assert [v["verdict"] for v in verdicts if v["stage"] == 0][-1] == "pass"
+        # every stage advanced on a PASS judged on its own soaked devices, stored with it
+        with db.storage.begin(readonly=True) as uow:
+            stages = uow.rollouts.stages("ro-1")
+        assert stages and all(s.data.get("gate") for s in stages), stages
+        for stage in stages:
+            decided = stage.data["gate"]
+            assert decided["verdict"] == "pass" and decided["decided"] == "advanced"
+            cohorts = decided["cohorts"]
+            assert cohorts["stage_soaked"] >= min(POLICY.min_devices, cohorts["stage_devices"])
+            assert cohorts["canary_devices"] >= cohorts["stage_soaked"]

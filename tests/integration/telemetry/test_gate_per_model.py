@@ -97,10 +97,11 @@ def ingest(
 
 def pooled_outcome(db: Db, ro: object) -> Outcome:
     """What the gate said before it split by model: one verdict over both cores."""
-    gate = TelemetryGate(db.store, db.storage)
     policy = gate_policy(ro, 0)  # type: ignore[arg-type]
     assert policy is not None
-    return evaluate_gate(policy, *gate.cohorts(ro, STARTED)).outcome  # type: ignore[arg-type]
+    canary = db.store.cohort("grp-berlin", "rel-2", STARTED)
+    control = db.store.cohort("grp-berlin", "rel-1", STARTED)
+    return evaluate_gate(policy, canary, control).outcome
 
 
 def test_a_release_that_regresses_both_models_fails(db: Db) -> None:

@@ -11,7 +11,14 @@ import pytest
 from device_agent.protocol.telemetry import EventRecord
 from service.domain.gates import GatePolicy, Outcome, evaluate_gate
 from service.domain.rollups import CohortRollup, merge_all
-from service.telemetry._pairs import SUMMARY_MAX, Slot, SlotPair, judge_pairs, pair_slots
+from service.telemetry._pairs import (
+    SUMMARY_MAX,
+    Slot,
+    SlotPair,
+    judge_pairs,
+    pair_slots,
+    pooled_by_device,
+)
 from tests.unit.domain._device_fleet import binomial_ceiling
 from tests.unit.gates.fleet import BASELINE, ModelBehaviour, cohort
 from tests.unit.gates.test_false_alarms import DEFAULT, HAIR_TRIGGER
@@ -23,6 +30,20 @@ VIBRATION = BASELINE.but(score_a=3.0, score_b=7.0, latency_median_us=9000.0)
 
 def row(core: str, model: str, version: str, rollup: CohortRollup) -> tuple[dict[str, Any], Any]:
     return {"core": core, "model_id": model, "model_version": version}, rollup
+
+
+def by_device(rows: list[tuple[dict[str, Any], CohortRollup]]) -> dict[str, list[Any]]:
+    """Rows of one-device rollups, as the store returns them: device id -> its rows."""
+    found: dict[str, list[Any]] = {}
+    for key, rollup in rows:
+        [device] = rollup.devices
+        found.setdefault(device, []).append((key, rollup))
+    return found
+
+
+def split(rollup: CohortRollup, prefix: str) -> dict[str, CohortRollup]:
+    """A cohort as a one-entry device map (the merged-row statistics see the same rows)."""
+    return {prefix: rollup}
 
 
 def inferences(device: str, n: int = 3, score: float = 0.9) -> CohortRollup:
@@ -54,7 +75,7 @@ def test_rows_split_by_core_and_model_with_their_events() -> None:
         row("m4-0", "kws", "1.1", inferences("l", 4)),
         row("m4-2", "old", "1", inferences("k")),  # a model the new release dropped
     ]
-    pairs = {p.slot: p for p in pair_slots(canary, control)}
+    pairs = {p.slot: p for p in pair_slots(by_device(canary), by_device(control))}
     assert list(pairs) == [Slot("m4-0", "kws"), Slot("m4-1", "vib")]
     kws, vib = pairs[Slot("m4-0", "kws")], pairs[Slot("m4-1", "vib")]
     assert (kws.canary.inferences, kws.control.inferences) == (6, 8)
@@ -73,7 +94,7 @@ def test_a_core_with_events_but_no_inferences_gets_a_device_rate_slot() -> None:
         row("m4-1", "", "", events("a", revert("m4-1"))),
     ]
     control = [row("m4-1", "vib", "1", inferences("k")), row("m4-0", "kws", "1", inferences("k"))]
-    pairs = pair_slots(canary, control)
+    pairs = pair_slots(by_device(canary), by_device(control))
     assert [p.slot.label for p in pairs] == ["m4-0/kws", "m4-1/events"]
     quiet = pairs[1]
     assert quiet.canary.devices_reverted == {"a"} and quiet.control.devices == {"k"}
@@ -94,8 +115,8 @@ def make_pair(
     rng = np.random.default_rng([20261125, seed, len(slot.label)])
     return SlotPair(
         slot,
-        cohort(rng, canary, devices=devices, inferences=n, prefix="canary"),
-        cohort(rng, control, devices=devices, inferences=n, prefix="control"),
+        split(cohort(rng, canary, devices=devices, inferences=n, prefix="canary"), "canary"),
+        split(cohort(rng, control, devices=devices, inferences=n, prefix="control"), "control"),
         ("2",),
         ("1",),
     )
@@ -160,7 +181,9 @@ def test_a_device_rate_slot_is_judged_on_device_rates_only() -> None:
     rng = np.random.default_rng(4)
     crashing = cohort(rng, BASELINE.but(crash_rate=0.9), devices=30, inferences=0, prefix="c")
     healthy = cohort(rng, BASELINE.but(crash_rate=0.0), devices=30, inferences=0, prefix="k")
-    verdict = judge_pairs(POLICY, [SlotPair(Slot("m4-1", ""), crashing, healthy, (), ())])
+    verdict = judge_pairs(
+        POLICY, [SlotPair(Slot("m4-1", ""), split(crashing, "c"), split(healthy, "k"), (), ())]
+    )
     assert verdict.outcome is Outcome.FAIL
     [(_, judged)] = verdict.pairs
     assert {m.metric.value for m in judged.metrics} == {"error-rate", "revert-rate", "crash-rate"}
@@ -218,11 +241,46 @@ def test_device_level_failures_without_any_model_fail_on_the_pooled_rows() -> No
     crash = EventRecord(1, "crash", None, None, 0, "agent crashed")
     canary = [row("", "", "", events(f"c{i}", crash)) for i in range(20)]
     control = [row("", "", "", inferences(f"k{i}", 0)) for i in range(20)]
-    pooled = (merge_all(r for _, r in canary), merge_all(r for _, r in control))
-    assert pair_slots(canary, control) == []
+    pooled = (pooled_by_device(by_device(canary)), pooled_by_device(by_device(control)))
+    assert pair_slots(by_device(canary), by_device(control)) == []
     verdict = judge_pairs(POLICY, [], pooled=pooled)
     assert verdict.outcome is Outcome.FAIL
     text, numbers = verdict.summary()
     assert text.startswith("all cores: crash-rate 1 > 0.02") and list(numbers) == ["crash-rate.p"]
     assert verdict.reason().startswith("all cores crash-rate: effect 1")
     assert verdict.document()["outcome"] == "fail" and verdict.document()["decisive"] is None
+
+
+# -- per device, and held for the stage's own devices ------------------------------------------
+
+
+def test_pairs_hold_each_cohort_per_device() -> None:
+    canary = [row("m4-0", "kws", "2", inferences(d)) for d in ("a", "b")]
+    canary.append(row("", "", "", events("c", EventRecord(1, "reject", None, None, 3, "bad"))))
+    control = [row("m4-0", "kws", "1", inferences(d, 4)) for d in ("k", "l")]
+    [pair] = pair_slots(by_device(canary), by_device(control))
+    assert set(pair.canary_by_device) == {"a", "b", "c"}  # c: a device-level error only
+    assert (
+        pair.canary_by_device["a"].devices == {"a"} and pair.canary_by_device["a"].inferences == 3
+    )
+    assert set(pair.control_by_device) == {"k", "l"}
+    assert pair.canary == merge_all(pair.canary_by_device.values())
+
+
+def test_a_pass_is_held_as_a_wait_until_the_stage_s_devices_soaked() -> None:
+    passing = judge_pairs(POLICY, two_slots(6))
+    assert passing.outcome is Outcome.PASS
+    figures = {"stage_devices": 20.0, "stage_soaked": 2.0, "stage_needed": 5.0}
+    held = passing.held("2 of 20 stage devices soaked (the gate needs 5)", figures)
+    assert held.outcome is Outcome.WAIT
+    text, numbers = held.summary()
+    assert text == "2 of 20 stage devices soaked (the gate needs 5)" and numbers == figures
+    assert held.reason().startswith("2 of 20 stage devices soaked")
+    assert held.document()["hold"] and held.numbers()["stage_soaked"] == 2.0
+    assert passing.held(None, figures).outcome is Outcome.PASS
+
+
+def test_a_fail_is_not_held() -> None:
+    failing = judge_pairs(POLICY, two_slots(1, vibration=VIBRATION.but(latency_median_us=14000.0)))
+    held = failing.held("0 of 20 stage devices soaked (the gate needs 5)", {})
+    assert held.outcome is Outcome.FAIL and held.hold is None

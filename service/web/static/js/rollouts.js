@@ -181,7 +181,23 @@ function Stage({ stage, current }) {
       ${`planned ${stage.planned ?? "—"} devices · started ${formatTime(stage.started_at)} · ended ${formatTime(stage.ended_at)}`}
     </p>
     <${ProgressBar} counts=${stage.counts} planned=${stage.planned} label=${`${label} progress`} />
+    ${stage.gate && html`<${StageDecision} gate=${stage.gate} label=${label} />`}
   </li>`;
+}
+
+// The verdict stored with the stage it decided: exactly what the stage moved on (or stopped on).
+function StageDecision({ gate, label }) {
+  const c = gate.cohorts || {};
+  const n = (name) => (c[name] === undefined ? "?" : String(c[name]));
+  return html`<div class="gate stage-gate" role="group" aria-label=${`${label} deciding gate verdict`}>
+    <p>
+      Gate <${Badge} value=${gate.verdict} /> ${gate.decided} the stage at ${formatTime(gate.at)}:
+      ${gate.reason}
+    </p>
+    <p class="muted" data-testid="stage-gate-cohorts">
+      ${`${n("stage_soaked")} of ${n("stage_devices")} stage devices soaked · canary ${n("canary_devices")} devices, ${n("canary_inferences")} inferences · control ${n("control_devices")} devices, ${n("control_inferences")} inferences`}
+    </p>
+  </div>`;
 }
 
 export function RolloutDetail({ id }) {
