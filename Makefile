@@ -46,12 +46,18 @@ setup: $(STAMP) .venv-azure-device/.installed .venv-system.installed .tools/.azu
 demo: $(STAMP)
 	$(VENV)/bin/tinyfleet demo
 
+# Whole test files run on $(TEST_WORKERS) worker processes (pytest-xdist): most tests wait on
+# child processes, sockets and databases, so three workers keep this machine's two cores busy.
+# TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 3
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: setup
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 # The same suite with every process's wall clock a year and a month ahead (see infra/clock_shift.py).
 test-later: setup
-	TINYFLEET_TEST_CLOCK_SHIFT=400d $(PY) -m pytest -q
+	TINYFLEET_TEST_CLOCK_SHIFT=400d $(PYTEST)
 
 bench: setup
 	TINYFLEET_BENCH_FULL=1 $(PY) -m pytest -q -s tests/bench
