@@ -40,6 +40,10 @@ class DraftMember:
     admission: tuple[AdmissionCheck, ...]
     uploaded_at: datetime
     uploaded_by: str
+    # A model's score direction, read from its sidecar at upload (where the build-time quality
+    # block that tells an anomaly detector from a classifier is still present); the health gate
+    # judges the score that way. Kept with the release row, not signed: devices do not need it.
+    score_direction: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +57,7 @@ class DraftMember:
             "admission": [c.to_dict() for c in self.admission],
             "uploadedAt": self.uploaded_at.isoformat(),
             "uploadedBy": self.uploaded_by,
+            "scoreDirection": self.score_direction,
         }
 
     @classmethod
@@ -68,6 +73,7 @@ class DraftMember:
             admission=tuple(AdmissionCheck.from_dict(c) for c in data["admission"]),
             uploaded_at=datetime.fromisoformat(data["uploadedAt"]),
             uploaded_by=data["uploadedBy"],
+            score_direction=data.get("scoreDirection"),
         )
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
 
 from service.blobs import BlobError, BlobStore
+from service.domain.directions import score_direction
 from service.releases._admission import Prober, admit
 from service.releases._budgets import budget_for
 from service.releases._drafts import Draft, DraftMember, DraftStore
@@ -85,6 +86,13 @@ def _check_id(what: str, value: object) -> str:
     if not isinstance(value, str) or not _ID.match(value):
         raise ReleaseInvalidError(f"{what} {value!r} must match {_ID.pattern}")
     return value
+
+
+def _score_direction(metadata: Mapping[str, Any]) -> str:
+    try:
+        return score_direction(metadata).value
+    except ValueError as exc:
+        raise ReleaseInvalidError(f"model sidecar: {exc}") from exc
 
 
 def _file_name(release_id: str, core: str, custom: Mapping[str, Any]) -> str:
@@ -226,6 +234,7 @@ class ReleaseService:
         kind = str(metadata.get("kind"))
         if kind not in _SUFFIX:
             raise ReleaseInvalidError(f"sidecar kind {metadata.get('kind')!r}: model or firmware")
+        direction = _score_direction(metadata) if kind == "model" else None
         custom = dict(metadata)
         custom.pop("quality", None)  # build-time evaluation figures, not device instructions
         custom.update(
@@ -260,7 +269,17 @@ class ReleaseService:
             self._audit(actor, "release.upload-refused", release_id, {**details, "failed": failed})
             raise AdmissionError(f"{release_id}/{core}", checks)
         member = DraftMember(
-            core, kind, target_path, blob, length, sha, custom, tuple(checks), self._clock(), actor
+            core,
+            kind,
+            target_path,
+            blob,
+            length,
+            sha,
+            custom,
+            tuple(checks),
+            self._clock(),
+            actor,
+            score_direction=direction,
         )
         with self._lock:
             try:

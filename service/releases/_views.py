@@ -124,6 +124,7 @@ def row_details(draft: Draft) -> dict[str, Any]:
                 "modelId": _model_fields(m.custom)[0],
                 "version": _model_fields(m.custom)[1],
                 "admission": [c.to_dict() for c in m.admission],
+                "scoreDirection": m.score_direction,
             }
             for core, m in draft.members.items()
         },

@@ -33,11 +33,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from service.domain.gates import GatePolicy, GateVerdict, Outcome
+from service.domain.directions import Direction
+from service.domain.gates import GatePolicy, GateVerdict, Metric, Outcome
 from service.domain.rollout_events import GateResult, Verdict
 from service.domain.spec import FailureAction
 from service.storage import MAX_PAGE, Rollout, Storage
 from service.telemetry._pairs import (
+    Directions,
     PairedVerdict,
     RollupRow,
     SlotPair,
@@ -117,6 +119,7 @@ class TelemetryGate:
         self._store = store
         self._storage = storage
         self._last: dict[tuple[str, int], tuple[str, str]] = {}
+        self._models: dict[str, tuple[Directions, int]] = {}
 
     def stage_devices(self, rollout: Rollout, stage: int) -> StageDevices:
         total, soaked, context, everyone = 0, set[str](), set[str](), set[str]()
@@ -183,9 +186,10 @@ class TelemetryGate:
         canary, control = self._rows(rollout, devices, started, _rollout_start(rollout) or started)
         pairs = pair_slots(canary, control)
         pooled = None if pairs else (pooled_by_device(canary), pooled_by_device(control))
-        verdict = judge_pairs(policy, pairs, pooled=pooled).held(
-            devices.hold(policy), devices.figures(policy)
-        )
+        directions, slots = self._release_models(rollout.release_id)
+        verdict = judge_pairs(
+            policy, pairs, pooled=pooled, directions=directions, expected_slots=slots
+        ).held(devices.hold(policy), devices.figures(policy))
         self._record(rollout.id, stage, verdict, now)
         brief, key_numbers = verdict.summary()
         return GateResult(
@@ -196,6 +200,22 @@ class TelemetryGate:
             action=FailureAction(policy.on_fail.value) if verdict.outcome is Outcome.FAIL else None,
             cohorts=verdict.cohorts(),
         )
+
+    def _release_models(self, release_id: str) -> tuple[Directions, int]:
+        """The release's models' metric directions (model id -> directions, from what its
+        upload recorded) and how many cores it ships to; cached, a release never changes."""
+        known = self._models.get(release_id)
+        if known is None:
+            with self._storage.begin(readonly=True) as uow:
+                manifest = uow.releases.get(release_id).manifest
+            details = manifest.get("details") or {}
+            directions: dict[str, dict[Metric, Direction]] = {}
+            for member in details.values() if isinstance(details, Mapping) else ():
+                model_id, direction = member.get("modelId"), member.get("scoreDirection")
+                if isinstance(model_id, str) and direction in tuple(Direction):
+                    directions[model_id] = {Metric.CONFIDENCE_MEAN: Direction(direction)}
+            known = self._models[release_id] = (directions, max(1, len(details)))
+        return known
 
     def _window_start(self, rollout: Rollout, stage: int) -> datetime | None:
         """The stage's recorded start, else the rollout's start (the engine keeps no per-stage

@@ -13,19 +13,26 @@ is paired with the control slot of the same (core, model id); a canary slot with
 id new on that core) is paired with an empty control, which WAITs: there is no old model to
 compare it with. Control-only slots (a model the new release dropped) are not judged.
 
-`judge_pairs` judges each pair through `_evaluate` (today: merge each cohort's devices with
-`merge_all` and call `evaluate_gate`; the one place to switch to a device-level test), with the
-policy's alpha split evenly across the k judged pairs (Bonferroni), and combines: FAIL if any
-pair FAILs, else WAIT if any pair WAITs, else PASS. With no pair, the pooled cohorts decide (a
-WAIT for samples, unless the device rates alone FAIL), so that the verdict keeps its shape.
+`judge_pairs` judges each pair through `_evaluate`, the device-level, always-valid test of
+`service.domain.device_gates` (ADR 0010), with the score's direction of the slot's new model
+(`directions`, model id -> the directions its release recorded at upload), the policy's alpha
+split evenly across k pairs (Bonferroni), and combines: FAIL if any pair FAILs, else WAIT if any
+pair WAITs, else PASS. k is the larger of the pairs judged now and `expected_slots` (the
+release's cores): a k that grew as slots began to report would give the first slot alpha / 1
+at its early looks, and the split must hold at every look, not only the last. With no pair, the
+pooled cohorts decide (a WAIT for samples, unless the device rates alone FAIL), so that the
+verdict keeps its shape. A device in both cohorts (the control holds the canary devices' rows
+from before their update: in the last stage it is all the control there is) counts as two
+units; its two halves are positively correlated, which makes the unpaired test conservative.
 
 Invariants:
 - Pure: no I/O, no clock; the same rows and policy always give the same verdict.
 - Every inference row counts in exactly one slot of its own device; a device's slot rollup is
   the exact merge of its rows, and a pair never holds a device without rows in the slot.
 - Family-wise false alarms: each pair FAILs an equal model with probability at most alpha / k
-  (`evaluate_gate`'s Holm bound at that alpha), so the gate FAILs an equal release with
-  probability at most alpha, whatever the dependence between pairs.
+  at any look (`evaluate_devices`' Holm bound over anytime-valid p-values at that alpha), so the
+  gate FAILs an equal release with probability at most alpha over all its looks, whatever the
+  dependence between pairs.
 - The short reason is at most `SUMMARY_MAX` characters and carries at most three numbers; the
   stored document keeps every pair's full verdict.
 """
@@ -37,20 +44,23 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
+from service.domain.device_gates import evaluate_devices
+from service.domain.directions import Direction
 from service.domain.gates import (
     GatePolicy,
     GatePolicyError,
     GateVerdict,
+    Metric,
     MetricResult,
     MetricStatus,
     Outcome,
-    evaluate_gate,
 )
 from service.domain.rollups import CohortRollup, merge_all
 
 __all__ = [
     "SUMMARY_MAX",
     "ByDevice",
+    "Directions",
     "PairedVerdict",
     "RollupRow",
     "Slot",
@@ -422,10 +432,40 @@ def _clip(text: str) -> str:
     return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 3] + "..."
 
 
-def _evaluate(policy: GatePolicy, canary: ByDevice, control: ByDevice) -> GateVerdict:
+Directions = Mapping[str, Mapping[Metric, Direction]]  # model id -> its metrics' directions
+BEFORE = "#before"  # suffix of a control unit that is also a canary device (see the module)
+
+
+def _evaluate(
+    policy: GatePolicy,
+    canary: ByDevice,
+    control: ByDevice,
+    directions: Mapping[Metric, Direction] | None = None,
+) -> GateVerdict:
     """One pair's verdict from its per-device cohorts: the single place the statistics are
-    called (merged rows today; a device-level test can take the maps as they are)."""
-    return evaluate_gate(policy, merge_all(canary.values()), merge_all(control.values()))
+    called."""
+    control = {
+        (f"{d}{BEFORE}" if d in canary else d): (
+            _renamed(r, d, f"{d}{BEFORE}") if d in canary else r
+        )
+        for d, r in control.items()
+    }
+    return evaluate_devices(policy, canary, control, directions=directions)
+
+
+def _renamed(rollup: CohortRollup, old: str, new: str) -> CohortRollup:
+    """`rollup` with device `old` called `new` in each of its device sets."""
+
+    def swap(devices: frozenset[str]) -> frozenset[str]:
+        return frozenset(new if d == old else d for d in devices)
+
+    return replace(
+        rollup,
+        devices=swap(rollup.devices),
+        devices_with_error=swap(rollup.devices_with_error),
+        devices_reverted=swap(rollup.devices_reverted),
+        devices_crashed=swap(rollup.devices_crashed),
+    )
 
 
 def judge_pairs(
@@ -433,6 +473,8 @@ def judge_pairs(
     pairs: Sequence[SlotPair],
     *,
     pooled: tuple[ByDevice, ByDevice] | None = None,
+    directions: Directions | None = None,
+    expected_slots: int = 1,
 ) -> PairedVerdict:
     """Judge each pair at alpha / k and combine (see the module docstring). `pooled` (the
     cohorts over every slot, per device) is judged only when no pair exists, for a WAIT of the
@@ -443,12 +485,15 @@ def judge_pairs(
         canary, control = pooled or ({}, {})
         verdict = _evaluate(policy, canary, control)
         return PairedVerdict(verdict.outcome, policy, policy.alpha, (), pooled=verdict)
-    k = len(judged_pairs)
+    k = max(len(judged_pairs), expected_slots)
     judged = tuple(
         (
             pair,
             _evaluate(
-                replace(rules, alpha=rules.alpha / k), pair.canary_by_device, pair.control_by_device
+                replace(rules, alpha=rules.alpha / k),
+                pair.canary_by_device,
+                pair.control_by_device,
+                (directions or {}).get(pair.slot.model_id),
             ),
         )
         for pair, rules in judged_pairs

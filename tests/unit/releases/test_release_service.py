@@ -120,6 +120,10 @@ def test_publish_signs_records_and_freezes_the_release(world: ReleaseWorld) -> N
         row = uow.releases.get("r1")
         actions = [e.action for e in uow.audit.entries()]
     assert ReleaseManifest.parse(dict(row.manifest)) == signed
+    # Each model's score direction, read from its sidecar's quality block at upload (the
+    # signed custom fields drop that block), is kept with the row for the health gate.
+    directions = {core: d["scoreDirection"] for core, d in row.manifest["details"].items()}
+    assert directions == {"m4-0": "higher-is-better", "m4-1": "lower-is-better"}
     assert actions[-1] == "release.publish"
     assert world.blobs.list("drafts/") == [], "the draft is gone once published"
     assert world.blobs.list("repo/image/targets/models/kws/")

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from device_agent.protocol.telemetry import EventRecord
-from service.domain.gates import GatePolicy, Outcome, evaluate_gate
+from service.domain.device_gates import evaluate_devices
+from service.domain.directions import Direction
+from service.domain.gates import GatePolicy, Metric, Outcome, evaluate_gate
 from service.domain.rollups import CohortRollup, merge_all
 from service.telemetry._pairs import (
     SUMMARY_MAX,
@@ -41,9 +43,17 @@ def by_device(rows: list[tuple[dict[str, Any], CohortRollup]]) -> dict[str, list
     return found
 
 
-def split(rollup: CohortRollup, prefix: str) -> dict[str, CohortRollup]:
-    """A cohort as a one-entry device map (the merged-row statistics see the same rows)."""
-    return {prefix: rollup}
+def per_device(
+    rng: np.random.Generator, behaviour: ModelBehaviour, *, devices: int, n: int, prefix: str
+) -> dict[str, CohortRollup]:
+    """A cohort of `devices` independent devices sharing `n` inferences, per device (the gate's
+    statistics take devices, not rows, as the unit)."""
+    out: dict[str, CohortRollup] = {}
+    for i in range(devices):
+        one = cohort(rng, behaviour, devices=1, inferences=n // devices, prefix=f"{prefix}{i}")
+        [device] = one.devices
+        out[device] = one
+    return out
 
 
 def inferences(device: str, n: int = 3, score: float = 0.9) -> CohortRollup:
@@ -115,8 +125,8 @@ def make_pair(
     rng = np.random.default_rng([20261125, seed, len(slot.label)])
     return SlotPair(
         slot,
-        split(cohort(rng, canary, devices=devices, inferences=n, prefix="canary"), "canary"),
-        split(cohort(rng, control, devices=devices, inferences=n, prefix="control"), "control"),
+        per_device(rng, canary, devices=devices, n=n, prefix="canary"),
+        per_device(rng, control, devices=devices, n=n, prefix="control"),
         ("2",),
         ("1",),
     )
@@ -164,7 +174,10 @@ def test_each_pair_is_judged_at_alpha_over_k() -> None:
     verdict = judge_pairs(POLICY, pairs)
     for (pair, judged), again in zip(verdict.pairs, pairs, strict=True):
         assert pair is again and judged.alpha == POLICY.alpha / 2
-        assert judged == evaluate_gate(replace(POLICY, alpha=0.005), pair.canary, pair.control)
+        again_judged = evaluate_devices(
+            replace(POLICY, alpha=0.005), pair.canary_by_device, pair.control_by_device
+        )
+        assert judged == again_judged
     assert verdict.document()["alpha"] == POLICY.alpha
 
 
@@ -179,11 +192,9 @@ def test_without_any_slot_the_gate_waits_in_the_usual_shape() -> None:
 
 def test_a_device_rate_slot_is_judged_on_device_rates_only() -> None:
     rng = np.random.default_rng(4)
-    crashing = cohort(rng, BASELINE.but(crash_rate=0.9), devices=30, inferences=0, prefix="c")
-    healthy = cohort(rng, BASELINE.but(crash_rate=0.0), devices=30, inferences=0, prefix="k")
-    verdict = judge_pairs(
-        POLICY, [SlotPair(Slot("m4-1", ""), split(crashing, "c"), split(healthy, "k"), (), ())]
-    )
+    crashing = per_device(rng, BASELINE.but(crash_rate=0.9), devices=30, n=0, prefix="c")
+    healthy = per_device(rng, BASELINE.but(crash_rate=0.0), devices=30, n=0, prefix="k")
+    verdict = judge_pairs(POLICY, [SlotPair(Slot("m4-1", ""), crashing, healthy, (), ())])
     assert verdict.outcome is Outcome.FAIL
     [(_, judged)] = verdict.pairs
     assert {m.metric.value for m in judged.metrics} == {"error-rate", "revert-rate", "crash-rate"}
@@ -268,7 +279,7 @@ def test_pairs_hold_each_cohort_per_device() -> None:
 
 
 def test_a_pass_is_held_as_a_wait_until_the_stage_s_devices_soaked() -> None:
-    passing = judge_pairs(POLICY, two_slots(6))
+    passing = judge_pairs(POLICY, two_slots(2))  # a seed whose equal cohorts PASS
     assert passing.outcome is Outcome.PASS
     figures = {"stage_devices": 20.0, "stage_soaked": 2.0, "stage_needed": 5.0}
     held = passing.held("2 of 20 stage devices soaked (the gate needs 5)", figures)
@@ -284,3 +295,34 @@ def test_a_fail_is_not_held() -> None:
     failing = judge_pairs(POLICY, two_slots(1, vibration=VIBRATION.but(latency_median_us=14000.0)))
     held = failing.held("0 of 20 stage devices soaked (the gate needs 5)", {})
     assert held.outcome is Outcome.FAIL and held.hold is None
+
+
+def test_the_slot_s_score_direction_comes_from_its_release() -> None:
+    """An anomaly model whose scores (reconstruction errors) fall improved: judged with the
+    direction its upload recorded it is no FAIL; judged as a classifier it would be."""
+    lower = VIBRATION.but(score_a=1.5, score_b=8.5)  # mean score 0.15 against 0.3
+    pairs = [make_pair(5, VIB, lower, VIBRATION)]
+    assert judge_pairs(POLICY, pairs).outcome is Outcome.FAIL
+    anomaly = {"vibration": {Metric.CONFIDENCE_MEAN: Direction.LOWER_IS_BETTER}}
+    assert judge_pairs(POLICY, pairs, directions=anomaly).outcome is not Outcome.FAIL
+
+
+def test_alpha_is_split_over_the_release_s_slots_at_every_look() -> None:
+    """One slot has reported so far of a two-core release: it is judged at alpha / 2 already,
+    as it will be once the other reports (a split that grew with the slots would judge the
+    early looks at alpha)."""
+    [(_, judged)] = judge_pairs(
+        POLICY, [make_pair(3, KWS, BASELINE, BASELINE)], expected_slots=2
+    ).pairs
+    assert judged.alpha == POLICY.alpha / 2
+
+
+def test_a_device_in_both_cohorts_counts_twice_not_as_an_error() -> None:
+    """The last stage's control is the canary devices' own rows from before their update."""
+    rng = np.random.default_rng(9)
+    before = per_device(rng, BASELINE, devices=10, n=1000, prefix="d")
+    after = per_device(rng, BASELINE, devices=10, n=1000, prefix="d")
+    assert set(before) == set(after)
+    verdict = judge_pairs(POLICY, [SlotPair(KWS, after, before, ("2",), ("1",))])
+    [(_, judged)] = verdict.pairs
+    assert judged.canary_devices == 10 and judged.control_devices == 10
