@@ -28,6 +28,7 @@ a device is unknown to it); the gate itself reads devices by id, whatever their 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -113,13 +114,26 @@ class StageDevices:
 
 
 class TelemetryGate:
-    """The engine's `HealthGate` port over the telemetry store."""
+    """The engine's `HealthGate` port over the telemetry store.
 
-    def __init__(self, store: TelemetryStore, storage: Storage) -> None:
+    `duty` (a share of time, e.g. 0.2) bounds what the gate costs the engine, which asks every
+    tick: after an evaluation that took `t` seconds, the same stage's next `duty`-bounded answer
+    is the stored one until `t / duty` has passed on the engine's clock. A small fleet is judged
+    every tick; a stage of thousands of devices, whose read takes a second, every few seconds.
+    The anytime-valid tests (ADR 0010) make fewer looks no less valid. None: every call judges.
+    """
+
+    def __init__(
+        self, store: TelemetryStore, storage: Storage, *, duty: float | None = None
+    ) -> None:
+        if duty is not None and not 0.01 <= duty <= 1.0:
+            raise ValueError(f"gate duty {duty} is not within 0.01..1")
         self._store = store
         self._storage = storage
+        self._duty = duty
         self._last: dict[tuple[str, int], tuple[str, str]] = {}
         self._models: dict[str, tuple[Directions, int]] = {}
+        self._recent: dict[tuple[str, int], tuple[datetime, GateResult | None]] = {}
 
     def stage_devices(self, rollout: Rollout, stage: int) -> StageDevices:
         total, soaked, context, everyone = 0, set[str](), set[str](), set[str]()
@@ -176,6 +190,19 @@ class TelemetryGate:
 
     def evaluate(self, rollout: Rollout, stage: int, now: datetime) -> GateResult | None:
         """None when the rollout has no gate or the stage has not started."""
+        if self._duty is None:
+            return self._judge(rollout, stage, now)
+        key = (rollout.id, stage)
+        recent = self._recent.get(key)
+        if recent is not None and now < recent[0]:
+            return recent[1]
+        started = time.perf_counter()
+        result = self._judge(rollout, stage, now)
+        took = time.perf_counter() - started
+        self._recent[key] = (now + timedelta(seconds=took / self._duty), result)
+        return result
+
+    def _judge(self, rollout: Rollout, stage: int, now: datetime) -> GateResult | None:
         policy = gate_policy(rollout, stage)
         if policy is None:
             return None

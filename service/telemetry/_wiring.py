@@ -39,6 +39,9 @@ class DrainingWorker:
         return self.worker.drain()
 
 
+GATE_DUTY = 0.2  # the gate takes at most about a fifth of the engine's time (TelemetryGate)
+
+
 @dataclass
 class TelemetryParts:
     store: TelemetryStore | None
@@ -60,7 +63,9 @@ def build_telemetry(
         return TelemetryParts(store=None, router=telemetry_router(None))
     store = TelemetryStore(storage.engine)
     parts = TelemetryParts(
-        store=store, router=telemetry_router(store), gate=TelemetryGate(store, storage)
+        store=store,
+        router=telemetry_router(store),
+        gate=TelemetryGate(store, storage, duty=GATE_DUTY),
     )
     if source is not None:
         worker = IngestWorker(

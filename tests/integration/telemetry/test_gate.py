@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from service.domain.rollout_events import Verdict
 from service.domain.spec import FailureAction
 from service.storage import DeviceGroup, GroupKind, RolloutStage
@@ -163,3 +165,22 @@ def test_the_last_stage_compares_with_the_control_seen_since_the_rollout_started
     assert result is not None and result.verdict is Verdict.PASS, result.reason
     numbers = db.store.verdicts("ro-1")[-1]["numbers"]
     assert numbers["control_devices"] == 10 and numbers["canary_devices"] == 20
+
+
+def test_a_duty_bounded_gate_answers_from_its_last_judgement_until_its_cost_is_paid(
+    db: Db,
+) -> None:
+    """With `duty`, a stage judged at `now` is judged again only once `took / duty` has passed
+    on the engine's clock; in between the engine gets the stored answer. Without telemetry the
+    stage WAITs; telemetry arriving right after is seen at the next due judgement, not before."""
+    ro = setup_rollout(db)
+    gate = TelemetryGate(db.store, db.storage, duty=0.01)
+    first = gate.evaluate(ro, 0, NOW)
+    assert first is not None and first.verdict is Verdict.WAIT
+    ingest_fleet(db, canary_latency=3000.0, canary_score=0.8)
+    assert gate.evaluate(ro, 0, NOW) is first  # not due: the stored answer
+    later = gate.evaluate(ro, 0, NOW + timedelta(hours=1))
+    assert later is not None and later.verdict is Verdict.FAIL
+    assert TelemetryGate(db.store, db.storage).evaluate(ro, 0, NOW).verdict is Verdict.FAIL
+    with pytest.raises(ValueError, match="duty"):
+        TelemetryGate(db.store, db.storage, duty=0.0)
