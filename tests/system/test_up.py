@@ -22,6 +22,7 @@ from azure.iot.hub import IoTHubRegistryManager
 from infra.fleet import FleetError, FleetOptions
 from infra.hub import BackgroundHub, HubConfigError
 from infra.stack import Stack, StackError, StackOptions
+from service.cli._demo_fleet import Api, prepare, stage, watch
 from service.cli.up import groups_for
 from service.config import Settings
 from tests.agent_world import wait_for
@@ -257,3 +258,45 @@ def test_the_service_seam_gets_the_hub_and_keeps_its_port_across_restarts(tmp_pa
     assert log == ["start", "stop", "start", "stop"]
     ports = json.loads((tmp_path / "stack" / "stack.json").read_text())["ports"]
     assert ports["api"] == 40001
+
+
+def test_up_finishes_a_staged_rollout_beside_a_cpu_hog(
+    tmp_path: Path, up_processes: list[_Up], cpu_hog: None
+) -> None:
+    """`tinyfleet up`, then what an operator does next, through the API: registry synced, tag
+    groups, v1 installed everywhere, v2 staged canary then all. Every rollout completes with
+    another CPU-bound process beside the stack, and no core's link gives up on its frames."""
+    data = tmp_path / "up"
+    up = _Up(data, "--groups", "canary:1,main:3", "--inference-period", "1.0")
+    up_processes.append(up)
+    wait_for(lambda: "running" in up.output or up.process.poll() is not None, 180, "up")
+    assert up.process.poll() is None, up.output
+    ports = json.loads((data / "stack.json").read_text())["ports"]
+    token = (data / "service" / "admin-token").read_text().strip()
+    api = Api(f"http://127.0.0.1:{ports['api']}", token)
+    try:
+        prepare(api, {"canary": 1, "main": 3}, 240, releases=2)  # v1 bootstrapped on both
+        # No gate asked for: with a previous release the default gate would apply, which a
+        # canary of one device cannot satisfy; `"gate": "none"` is the documented opt-out.
+        body = {
+            "id": "v2-main",
+            "release_id": "models-v2",
+            "previous_release_id": "models-v1",
+            "group_id": "main",
+            "gate": "none",
+            "stages": [stage("canary", None, 2, count=1), stage("all", 100, 2)],
+        }
+        api.call("POST", "/rollouts", json=body)
+        api.call("POST", "/rollouts/v2-main/commands", json={"command": "start"})
+        done = watch(api, "v2-main", 300, quiet=True)
+        api.call("POST", "/devices/sync")
+        items = api.call("GET", "/devices", params={"limit": 100})["items"]
+        running = {d["tags"].get("group"): set() for d in items}
+        for device in items:
+            running[device["tags"].get("group")].add(device["release"])
+    finally:
+        api.close()
+    assert done["state"] == "completed", done
+    assert running == {"canary": {"models-v1"}, "main": {"models-v2"}}, running
+    assert "unacknowledged after" not in up.output, up.output[-3000:]
+    assert up.interrupt() == 0, up.output
