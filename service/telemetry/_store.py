@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,6 +60,7 @@ DeviceRollupRow = tuple[Mapping[str, Any], CohortRollup]
 # Device rollups are bucketed finer than the group ones: a window starts at its start exactly
 # by leaving out the bucket it starts in, so the bucket is what a stage's gate loses at first.
 DEVICE_BUCKET_MS = 10_000
+DECODED_CACHE = 50_000  # decoded device rollups kept (about 1 KiB each), see _DecodedRollups
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,10 +104,11 @@ def _iso(ms: int) -> str:
 class TelemetryStore:
     """Telemetry in the service's SQL database (SQLite or PostgreSQL), migrated to 0003+."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, *, decoded_cache: int = DECODED_CACHE) -> None:
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise TelemetryStoreError(f"unsupported database dialect {engine.dialect.name!r}")
         self.engine = engine
+        self._decoded = _DecodedRollups(decoded_cache)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -428,7 +432,7 @@ class TelemetryStore:
             for query in queries:
                 for row in conn.execute(query):
                     key = {name: getattr(row, name) for name in (*_DEVICE_KEY[1:], "partition")}
-                    found.setdefault(row.device_id, []).append((key, _decode(row)))
+                    found.setdefault(row.device_id, []).append((key, self._decoded.get(row)))
         return found
 
     def device_rows(
@@ -552,6 +556,40 @@ class TelemetryStore:
             }
             for r in rows
         ]
+
+
+class _DecodedRollups:
+    """Decoded device rollups by stored row, least recently used out past `size` entries.
+
+    The gate reads a stage's device rollups at every look and only the newest buckets change
+    between looks; decoding was 60% of a look (12,000 rows of 200 devices: 0.53 of 0.86 s). An
+    entry is reused only while the row's stored bytes are the same (a bucket that ingest merged
+    more rows into is decoded afresh), so the cache can never change an answer.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[Any, ...], tuple[bytes, bytes, Any, CohortRollup]] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def get(self, row: Any) -> CohortRollup:
+        key = tuple(getattr(row, name) for name in (*_DEVICE_KEY, "partition"))
+        latency, score = bytes(row.latency_hist), bytes(row.score_hist)
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None and found[:3] == (latency, score, row.rollup):
+                self._entries.move_to_end(key)
+                return found[3]
+        rollup = _decode(row)
+        if self._size:
+            with self._lock:
+                self._entries[key] = (latency, score, row.rollup, rollup)
+                self._entries.move_to_end(key)
+                while len(self._entries) > self._size:
+                    self._entries.popitem(last=False)
+        return rollup
 
 
 def _decode(row: Any) -> CohortRollup:

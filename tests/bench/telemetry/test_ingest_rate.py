@@ -209,8 +209,10 @@ def test_gate_over_stored_rollups(url: str) -> None:
             conn.execute(tables.device_rollups.insert(), values[start : start + 5000])
     gate = TelemetryGate(store, storage)
     now = t0 + timedelta(hours=1)
-    gate.evaluate(ro, 0, now)  # warm-up
-    best = float("inf")
+    started = time.perf_counter()
+    gate.evaluate(ro, 0, now)  # the first look decodes every stored rollup
+    cold = time.perf_counter() - started
+    best = float("inf")  # later looks reuse the decoded rows that did not change
     for _ in range(3):
         started = time.perf_counter()
         result = gate.evaluate(ro, 0, now)
@@ -219,5 +221,6 @@ def test_gate_over_stored_rollups(url: str) -> None:
     assert result is not None and result.cohorts["canary_inferences"] > 0
     print(
         f"\n[bench telemetry gate {storage.engine.dialect.name}] {GATE_RECORDS:,} records in "
-        f"{len(values)} stored rollups: evaluate {best * 1000:.1f} ms, verdict {result.verdict}"
+        f"{len(values)} stored rollups: first look {cold * 1000:.1f} ms, later looks "
+        f"{best * 1000:.1f} ms (ratio {best / cold:.2f}), verdict {result.verdict}"
     )

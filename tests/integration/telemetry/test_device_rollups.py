@@ -77,3 +77,29 @@ def test_a_redelivered_batch_is_not_merged_twice(db: Db) -> None:
     IngestWorker(fleet.source, db.store).drain()
     rows = db.store.device_rollups(release_id="rel-2", since=at(BUCKET0_MS) - timedelta(0))
     assert merge_all(r for _, r in rows["dev-0"]).inferences == 10
+
+
+def test_a_bucket_that_grew_is_read_afresh_not_from_the_decoded_cache(db: Db) -> None:
+    """The gate reads the same rows at every look, and decoded rows are kept between reads; a
+    bucket that ingest merged more rows into must be decoded again."""
+    fleet = Fleet()
+    fleet.clock_ms = BUCKET0_MS + 1_000
+    fleet.send(fleet.batch("dev-0", "rel-2", n=10))
+    IngestWorker(fleet.source, db.store).drain()
+    first = db.store.device_rollups(release_id="rel-2")
+    assert merge_all(r for _, r in first["dev-0"]).inferences == 10
+    fleet.clock_ms += 2_000  # the same 10 s bucket
+    fleet.send(fleet.batch("dev-0", "rel-2", n=5))
+    IngestWorker(fleet.source, db.store).drain()
+    again = db.store.device_rollups(release_id="rel-2")
+    assert merge_all(r for _, r in again["dev-0"]).inferences == 15
+    assert len(again["dev-0"]) == len(first["dev-0"])  # the same rows, one of them grown
+
+
+def test_the_decoded_cache_is_bounded(db: Db) -> None:
+    store = type(db.store)(db.store.engine, decoded_cache=2)
+    ingest(db)
+    found = store.device_rollups(release_id="rel-2")
+    assert sum(len(rows) for rows in found.values()) > 2
+    assert len(store._decoded._entries) == 2
+    assert store.device_rollups(release_id="rel-2") == found
