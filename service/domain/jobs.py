@@ -7,8 +7,10 @@
     SOAKING ──Confirmed (on the release, every core alive since activation, at or after
                soak_until)──▶ CONFIRMED
     before STAGED:     Rejected ─▶ REJECTED   Failed ─▶ PENDING (retry after back-off) | FAILED
-                       Deadline ─▶ PENDING (retry) | TIMED_OUT   Cancel ─▶ CANCELLED (+ RevokeOffer)
-    STAGED/ACTIVATING: Cancel ─▶ CANCELLING (+ RevokeOffer): the device must undo what it did
+                       Deadline ─▶ PENDING (retry) | TIMED_OUT
+    OFFERED:           Cancel ─▶ CANCELLED (+ RevokeOffer): no report says the device began
+    DOWNLOADING .. ACTIVATING: Cancel ─▶ CANCELLING (+ RevokeOffer): the device must say it
+                       undid its run (it may be further on than its last report)
     CANCELLING:        Reverted (the device reports `reverted`) ─▶ CANCELLED
                        Activated (it finished on the release) | Deadline ─▶ FAILED, step `cancel`
                        (a rollback sends it back: `needs_rollback`)
@@ -33,10 +35,12 @@ Invariants:
   `retry.core_silence` at `now`, and at least one inference result. Hub activity (which any
   telemetry refreshes) never confirms. Silence until `soak_until + confirm_grace` is
   TIMED_OUT, never CONFIRMED.
-- A cancel never loses a device: a job whose device may have changed something (STAGED,
-  ACTIVATING) waits in CANCELLING until the device reports `reverted`; if it reports the
-  release installed instead, or stays silent past `retry.in_progress_timeout`, the job ends
-  FAILED at step `cancel`, which `needs_rollback`.
+- A cancel never loses a device: a job whose device has begun its run (DOWNLOADING ..
+  ACTIVATING) waits in CANCELLING until the device reports `reverted` (or a failed or idle
+  run); if it reports the release installed instead, or stays silent past
+  `retry.in_progress_timeout`, the job ends FAILED at step `cancel`, which `needs_rollback`.
+  Reports lag: a device last heard downloading may be recording by the time the cancel
+  reaches it, so only an offer no report answered yet is cancelled at once.
 - An offer no progress report answers times out after `retry.offer_timeout` (a day by
   default): an offline device keeps its offer that long and catches up when it returns (AWS IoT
   Jobs semantics), but a stage never waits on it for ever; the in-progress timeout then starts
@@ -113,7 +117,7 @@ class JobState(StrEnum):
 
 
 S = JobState
-_UNSTAGED = (S.OFFERED, S.DOWNLOADING, S.VERIFYING, S.TRANSFERRING)  # the device changed nothing
+_UNSTAGED = (S.OFFERED, S.DOWNLOADING, S.VERIFYING, S.TRANSFERRING)  # nothing staged yet
 _IN_FLIGHT = (*_UNSTAGED, S.STAGED)  # offered, not activated
 PROGRESS = (*_IN_FLIGHT, S.ACTIVATING, S.SOAKING)  # a job's progress, in order
 ACTIVE_STATES = frozenset((*_IN_FLIGHT, S.ACTIVATING, S.SOAKING, S.CANCELLING))
@@ -172,16 +176,19 @@ TRANSITIONS: Mapping[JobState, Mapping[type[JobEvent], frozenset[JobState]]] = {
     },
     S.DOWNLOADING: {
         **_BEFORE_ACTIVATION,
+        Cancel: frozenset({S.CANCELLING}),
         Progressed: frozenset({S.VERIFYING, S.TRANSFERRING, S.STAGED, S.ACTIVATING}),
         Deadline: _RETRYABLE_DEADLINE,
     },
     S.VERIFYING: {
         **_BEFORE_ACTIVATION,
+        Cancel: frozenset({S.CANCELLING}),
         Progressed: frozenset({S.TRANSFERRING, S.STAGED, S.ACTIVATING}),
         Deadline: _RETRYABLE_DEADLINE,
     },
     S.TRANSFERRING: {
         **_BEFORE_ACTIVATION,
+        Cancel: frozenset({S.CANCELLING}),
         Progressed: frozenset({S.STAGED, S.ACTIVATING}),
         Deadline: _RETRYABLE_DEADLINE,
     },
@@ -297,9 +304,10 @@ def _deadline(job: Job, event: Deadline, now: datetime, policy: RetryPolicy) -> 
 def _cancel(job: Job, event: Cancel, now: datetime, policy: RetryPolicy) -> _Outcome:
     if job.state is S.PENDING:
         return replace(job, state=S.CANCELLED, reason=event.reason, deadline=None), ()
-    if job.state in _UNSTAGED:
+    if job.state is S.OFFERED:
         return replace(job, state=S.CANCELLED, reason=event.reason, deadline=None), _revoke(job)
-    # The device may have changed something: wait for it to report that it undid it.
+    # The device began its run and may be further on than its last report: wait for it to
+    # report that it undid it (or finished it, then a rollback sends it back).
     waiting = replace(
         job, state=S.CANCELLING, reason=event.reason, deadline=now + policy.in_progress_timeout
     )

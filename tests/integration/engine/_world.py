@@ -110,6 +110,9 @@ class Fleet:
             "installedReleaseId": installed,
             "lastResult": {"step": step, "reason": reason},
             "cores": {"m4-0": {"state": "running", "heartbeatAtMs": beat, "inferences": 1}},
+            # Reported patches merge: a phase left from a cancelled run would still describe
+            # that run. This device reports by state and step (as agents before phases did).
+            "phase": None,
         }
 
 

@@ -79,7 +79,8 @@ class Sim:
         new, _ = apply(job, event, self.now, self.rollout.spec.retry)
         assert new.attempt - new.earlier_attempts <= 1 + self.rollout.spec.retry.max_retries
         assert before.state not in TERMINAL_STATES
-        if new.state is not S.PENDING:
+        if new.state is not S.PENDING and new.state not in TERMINAL_STATES:
+            # Progress only (a retry goes back to PENDING; any state may end).
             assert _RANK[new.state] >= _RANK[before.state], (before.state, event, new.state)
         self.jobs[(job.device_id, job.release_id)] = new
 

@@ -102,7 +102,8 @@ for state in _BEFORE:
             f"{name}-cancel",
             _job(state),
             Cancel("abort"),
-            S.CANCELLING if state is S.STAGED else S.CANCELLED,  # staged: wait for the undo
+            # Begun: wait for the device to say it undid its run (its report may lag behind).
+            S.CANCELLED if state is S.OFFERED else S.CANCELLING,
             _REVOKE,
         ),
         (f"{name}-supersede", _job(state), Supersede("rollback"), S.CANCELLED, ()),
