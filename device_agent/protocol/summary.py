@@ -38,7 +38,13 @@ import math
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
-from device_agent.protocol.telemetry import MAX_BATCH_BYTES, InferenceRecord, TelemetryError
+from device_agent.protocol.telemetry import (
+    CONTENT_TYPE,
+    MAX_BATCH_BYTES,
+    InferenceRecord,
+    TelemetryError,
+    message_id,
+)
 
 __all__ = [
     "LATENCY_EDGES_US",
@@ -54,6 +60,7 @@ __all__ = [
     "encode_summaries",
     "latency_bin",
     "latency_quantile_us",
+    "summary_properties",
 ]
 
 SUMMARY_SCHEMA = "tinyfleet.summary/1"
@@ -245,6 +252,17 @@ def encode_summaries(batch: SummaryBatch) -> bytes:
     if len(data) > MAX_BATCH_BYTES:
         raise SummaryError("oversized", f"summary batch of {len(data)} bytes")
     return data
+
+
+def summary_properties(batch: SummaryBatch) -> dict[str, str]:
+    """System and application properties of the D2C message carrying `batch` (same id space as
+    telemetry batches: one sequence per device)."""
+    return {
+        "$.mid": message_id(batch.device_id, batch.seq),
+        "$.ct": CONTENT_TYPE,
+        "$.ce": "utf-8",
+        "tf-schema": SUMMARY_SCHEMA,
+    }
 
 
 # -- decoding (the service side) ---------------------------------------------------------------
