@@ -7,6 +7,8 @@ Invariants:
   (core = model id = model version = "") of each of those groups, with its events.
 - Every batch lands in its own device's rollups too (`build_device_rollups`), keyed like the
   group rollups with the device id in place of the group.
+- Every summary (`tinyfleet.summary/1`) lands in the same rollups as the raw rows it stands for
+  would, merged exactly; summaries add no raw rows.
 - Rollups are keyed by the hub's enqueue time, bucketed, and by partition (see `_schema.py`).
 """
 
@@ -20,6 +22,7 @@ import numpy as np
 
 from service.domain.rollups import CohortRollup, merge_all
 from service.telemetry._decode import Decoded, InferenceRow
+from service.telemetry._from_summary import rollup_from_summary
 
 __all__ = [
     "Accepted",
@@ -83,6 +86,7 @@ class _Columns:
     errors: dict[str, int] = field(default_factory=dict)
     reverts: dict[str, int] = field(default_factory=dict)
     crashes: dict[str, int] = field(default_factory=dict)
+    summarised: list[CohortRollup] = field(default_factory=list)  # from device summaries
 
     def rollup(self) -> CohortRollup:
         names = sorted({label for label in self.label if label is not None})
@@ -97,7 +101,7 @@ class _Columns:
             ),
         )
         reported = [flag for flag in self.anomaly if flag is not None]
-        return replace(
+        rows = replace(
             base,
             anomalies=sum(reported),
             anomaly_reported=len(reported),
@@ -108,6 +112,7 @@ class _Columns:
             reverts=sum(self.reverts.values()),
             crashes=sum(self.crashes.values()),
         )
+        return merge_all([rows, *self.summarised]) if self.summarised else rows
 
 
 def _is_error(kind: str, code: int) -> bool:
@@ -163,6 +168,11 @@ def _collect(
             cols.score.extend(score)
             cols.label.extend(label)
             cols.anomaly.extend(anomaly)
+        for summary in batch.summaries:
+            model = (summary.core, summary.model_id, summary.model_version)
+            cols = columns.setdefault((owners, release, *model, bucket, item.partition), _Columns())
+            cols.devices.add(device)
+            cols.summarised.append(rollup_from_summary(device, summary))
     return columns
 
 
@@ -177,6 +187,7 @@ def _absorb(into: _Columns, cols: _Columns) -> None:
     into.score.extend(cols.score)
     into.label.extend(cols.label)
     into.anomaly.extend(cols.anomaly)
+    into.summarised.extend(cols.summarised)
     for mine, theirs in (
         (into.errors, cols.errors),
         (into.reverts, cols.reverts),

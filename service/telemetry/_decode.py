@@ -8,7 +8,9 @@ the contract's. A property test checks both agree on generated and mutated docum
 
 Invariants:
 - Pure: bytes in, rows out; raises only `TelemetryError` (from `decode_batch`).
-- `decode_rows(b, d)` succeeds iff `decode_batch(b, device_id=d)` does, with the same values.
+- `decode_rows(b, d)` succeeds iff `decode_batch(b, device_id=d)` does, with the same values,
+  or, for a `tinyfleet.summary/1` body, iff `decode_summaries` does (then only `summaries` is
+  filled).
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import json
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from device_agent.protocol.summary import SummaryRecord, decode_summaries
 from device_agent.protocol.telemetry import (
     EVENT_KINDS,
     MAX_BATCH_BYTES,
     SCHEMA,
     TelemetryBatch,
+    TelemetryError,
     decode_batch,
 )
 
@@ -47,6 +51,7 @@ class Decoded:
     inference: tuple[InferenceRow, ...] | list[InferenceRow]
     health: tuple[HealthRow, ...] | list[HealthRow]
     events: tuple[EventRow, ...] | list[EventRow]
+    summaries: tuple[SummaryRecord, ...] = ()
 
     @classmethod
     def from_batch(cls, batch: TelemetryBatch) -> Decoded:
@@ -187,4 +192,11 @@ def decode_rows(body: bytes, *, device_id: str) -> Decoded:
             _events(document.get("events", [])),
         )
     except (_Doubt, ValueError, TypeError, RecursionError):
+        pass
+    try:
         return Decoded.from_batch(decode_batch(body, device_id=device_id))
+    except TelemetryError as exc:
+        if exc.reason != "unknown-schema":
+            raise
+    summary = decode_summaries(body, device_id=device_id)
+    return Decoded(device_id, summary.seq, summary.release, [], [], [], summary.summaries)
