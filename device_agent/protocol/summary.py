@@ -44,6 +44,7 @@ from device_agent.protocol.telemetry import (
     InferenceRecord,
     TelemetryError,
     message_id,
+    open_envelope,
 )
 
 __all__ = [
@@ -355,18 +356,10 @@ def _check_consistent(s: SummaryRecord) -> None:
 
 def decode_summaries(body: bytes, *, device_id: str) -> SummaryBatch:
     """Validate a summary D2C body that the hub says came from `device_id`."""
-    if len(body) > MAX_BATCH_BYTES:
-        raise SummaryError("oversized", f"{len(body)} bytes")
-    try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SummaryError("malformed", f"not UTF-8 JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise SummaryError("malformed", "a summary batch is a JSON object")
-    if document.get("schema") != SUMMARY_SCHEMA:
-        raise SummaryError("unknown-schema", f"schema {document.get('schema')!r}")
-    if document.get("deviceId") != device_id:
-        raise SummaryError("wrong-device", f"batch claims {document.get('deviceId')!r}")
+    document = open_envelope(
+        body, device_id=device_id, schema=SUMMARY_SCHEMA, error=SummaryError,
+        what="a summary batch",
+    )  # fmt: skip
     rows = document.get("summaries")
     if not isinstance(rows, list):
         raise SummaryError("bad-summary", "summaries must be a list of rows")

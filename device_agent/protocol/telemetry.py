@@ -40,6 +40,7 @@ __all__ = [
     "encode_batch",
     "message_id",
     "message_properties",
+    "open_envelope",
 ]
 
 SCHEMA = "tinyfleet.telemetry/1"
@@ -275,20 +276,34 @@ def _event(row: list[Any]) -> EventRecord:
     )
 
 
-def decode_batch(body: bytes, *, device_id: str) -> TelemetryBatch:
-    """Validate a D2C body that the hub says came from `device_id`."""
+def open_envelope(
+    body: bytes,
+    *,
+    device_id: str,
+    schema: str,
+    error: type[TelemetryError] = TelemetryError,
+    what: str = "a batch",
+) -> dict[str, Any]:
+    """The checks every D2C telemetry body passes first: size, UTF-8 JSON object, its schema,
+    and the device the hub authenticated; raises `error` with the matching reason."""
     if len(body) > MAX_BATCH_BYTES:
-        raise TelemetryError("oversized", f"{len(body)} bytes")
+        raise error("oversized", f"{len(body)} bytes")
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TelemetryError("malformed", f"not UTF-8 JSON: {exc}") from exc
+        raise error("malformed", f"not UTF-8 JSON: {exc}") from exc
     if not isinstance(document, dict):
-        raise TelemetryError("malformed", "a batch is a JSON object")
-    if document.get("schema") != SCHEMA:
-        raise TelemetryError("unknown-schema", f"schema {document.get('schema')!r}")
+        raise error("malformed", f"{what} is a JSON object")
+    if document.get("schema") != schema:
+        raise error("unknown-schema", f"schema {document.get('schema')!r}")
     if document.get("deviceId") != device_id:
-        raise TelemetryError("wrong-device", f"batch claims {document.get('deviceId')!r}")
+        raise error("wrong-device", f"batch claims {document.get('deviceId')!r}")
+    return document
+
+
+def decode_batch(body: bytes, *, device_id: str) -> TelemetryBatch:
+    """Validate a D2C body that the hub says came from `device_id`."""
+    document = open_envelope(body, device_id=device_id, schema=SCHEMA)
     return TelemetryBatch(
         device_id=device_id,
         seq=_int(document.get("seq"), "seq"),
