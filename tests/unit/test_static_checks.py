@@ -3,6 +3,7 @@ contracts and cores (the file list lives in pyproject.toml)."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -25,3 +26,44 @@ def test_ruff_lint_and_format_are_clean() -> None:
 def test_mypy_strict_on_the_contracts_and_pure_cores() -> None:
     result = _run(str(BIN / "mypy"))
     assert result.returncode == 0, result.stdout[-4000:]
+
+
+_SEEDED = {"Random", "seed", "default_rng", "RandomState"}
+
+
+def _seeds_from_hash(tree: ast.AST) -> list[int]:
+    """Lines where a random generator is seeded with hash(...): str hashes change with
+    PYTHONHASHSEED, so such data differs from one process to the next."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = (
+            node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+        )
+        if name not in _SEEDED:
+            continue
+        for arg in (*node.args, *(k.value for k in node.keywords)):
+            if any(
+                isinstance(inner, ast.Call) and getattr(inner.func, "id", "") == "hash"
+                for inner in ast.walk(arg)
+            ):
+                found.append(node.lineno)
+    return found
+
+
+def test_no_random_generator_is_seeded_from_hash() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for top in ("service", "device_agent", "signing", "firmware", "infra", "tests")
+        for path in sorted((ROOT / top).rglob("*.py"))
+        for line in _seeds_from_hash(ast.parse(path.read_text(), str(path)))
+    ]
+    assert not offenders, f"seeded from hash(), which PYTHONHASHSEED changes: {offenders}"
+
+
+def test_the_hash_seed_check_finds_a_seed_from_hash() -> None:
+    tree = ast.parse(
+        "import random\nrng = random.Random(hash(('a', 1)))\nok = random.Random('a/1')"
+    )
+    assert _seeds_from_hash(tree) == [2]

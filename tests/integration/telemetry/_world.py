@@ -41,7 +41,9 @@ class Fleet:
         events: tuple[EventRecord, ...] = (),
         rng: random.Random | None = None,
     ) -> TelemetryBatch:
-        rng = rng or random.Random(hash((device, self.seq.get(device, 0))))
+        # Seeded from a string, not hash(): str hashes change with PYTHONHASHSEED, so a test's rows
+        # would differ from one process to the next.
+        rng = rng or random.Random(f"{device}/{self.seq.get(device, 0)}")
         seq = self.seq.get(device, 0)
         self.seq[device] = seq + 1
         rows = tuple(
