@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import random
 import resource
 import threading
 import time
@@ -52,13 +53,11 @@ from device_agent.protocol import (
     WorkflowPhase,
     ack_patch,
     agent_patch,
-    encode_batch,
-    message_properties,
     parse_desired,
 )
 from device_agent.state import AgentStateStore
 from device_agent.target_source import TargetSource
-from device_agent.telemetry_buffer import TelemetryBuffer
+from device_agent.telemetry_buffer import TelemetryBuffer, encode_message
 from device_agent.workflow import Command, Event, UpdateWorkflow, WorkflowError
 from signing.device import DeviceIdentity, DeviceVerifier, InstalledState, VerifiedRelease
 from signing.files import atomic_write
@@ -134,6 +133,11 @@ class AgentConfig:
     # How often, at most, new heartbeats and inference results refresh the reported twin (the
     # service ages a core by its last reported heartbeat).
     liveness_report_s: float = 5.0
+    # Telemetry summaries (`tinyfleet.summary/1`): with an interval > 0 the agent sends one
+    # summary per core, model version and interval instead of a row per inference, and keeps raw
+    # inference rows only for `raw_sample_rate` of them (health and events always go as rows).
+    summary_interval_s: float = 0.0
+    raw_sample_rate: float = 1.0
 
 
 @dataclass
@@ -172,7 +176,13 @@ class Agent:
         # core -> the firmware image it ran before this run switched it (survives a crash)
         self.previous_firmware: dict[str, str] = dict(saved.get("previousFirmware") or {})
         self.telemetry = TelemetryBuffer(
-            config.device_id, config.telemetry_capacity, next_seq=int(saved.get("nextSeq", 1))
+            config.device_id,
+            config.telemetry_capacity,
+            next_seq=int(saved.get("nextSeq", 1)),
+            summary_interval_ms=round(config.summary_interval_s * 1000),
+            raw_sample_rate=config.raw_sample_rate,
+            # Seeded by the device, so a simulated fleet samples the same rows on every run.
+            sample=random.Random(f"raw-sample/{config.device_id}").random,
         )
         self._inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._release: VerifiedRelease | None = None
@@ -285,6 +295,7 @@ class Agent:
         if now >= self._next_health:
             self._next_health = now + self.config.health_interval_s
             self.telemetry.add(self._health(now))
+        self.telemetry.close_intervals(int(now * 1000))
         self._flush_telemetry()
         if self._report_dirty:
             self._report()
@@ -546,7 +557,7 @@ class Agent:
             if batch is None:
                 return
             try:
-                self.hub.send_telemetry(encode_batch(batch), message_properties(batch))
+                self.hub.send_telemetry(*encode_message(batch))
             except Exception as exc:
                 self.logs.append(f"telemetry not sent: {exc}")
                 return

@@ -20,6 +20,7 @@ import json
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
 from device_agent.protocol.summary import (
     SummaryAccumulator,
@@ -160,6 +161,8 @@ class TelemetryBuffer:
                     break
                 count += 1
             batch = builder.build()
+            if self.summary_interval_ms:
+                batch = replace(batch, sampled=True)  # summaries count these inferences
             self._pending = (batch, count)
             return batch
 

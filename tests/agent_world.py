@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from device_agent.protocol import decode_batch
+from device_agent.protocol.summary import SUMMARY_SCHEMA, SummaryBatch, decode_summaries
 from device_agent.protocol.telemetry import TelemetryBatch
 from infra.simdevice import CoreSpec, SimulatedDevice
 from service.trust import ArtifactSpec
@@ -39,6 +40,8 @@ class MemoryHub:
         self.desired: dict[str, Any] = {"$version": 1}
         self.reported: dict[str, Any] = {}
         self.batches: list[TelemetryBatch] = []
+        self.summaries: list[SummaryBatch] = []
+        self.bodies: list[tuple[bytes, str]] = []  # every message as sent, with its message id
         self.message_ids: list[str] = []
         self.fail_sends = False
         self._lock = threading.Lock()
@@ -56,8 +59,12 @@ class MemoryHub:
         if self.fail_sends:
             raise ConnectionError("link down")
         with self._lock:
-            self.batches.append(decode_batch(body, device_id=self.device_id))
+            if properties.get("tf-schema") == SUMMARY_SCHEMA:
+                self.summaries.append(decode_summaries(body, device_id=self.device_id))
+            else:
+                self.batches.append(decode_batch(body, device_id=self.device_id))
             self.message_ids.append(properties["$.mid"])
+            self.bodies.append((body, properties["$.mid"]))
 
     def set_desired(self, service: dict[str, Any]) -> dict[str, Any]:
         with self._lock:

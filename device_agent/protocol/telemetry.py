@@ -125,6 +125,9 @@ class TelemetryBatch:
     inference: tuple[InferenceRecord, ...] = ()
     health: tuple[HealthRecord, ...] = ()
     events: tuple[EventRecord, ...] = ()
+    # The inference rows are a sample of inferences that summaries already count: the service
+    # stores them but leaves them out of the rollups the gates read. On the wire only when true.
+    sampled: bool = False
 
 
 def message_id(device_id: str, seq: int) -> str:
@@ -150,6 +153,7 @@ def _document(batch: TelemetryBatch) -> dict[str, Any]:
         "inference": [r.row() for r in batch.inference],
         "health": [r.row() for r in batch.health],
         "events": [r.row() for r in batch.events],
+        **({"sampled": True} if batch.sampled else {}),
     }
 
 
@@ -311,4 +315,11 @@ def decode_batch(body: bytes, *, device_id: str) -> TelemetryBatch:
         inference=tuple(_inference(r) for r in _rows(document, "inference", 8)),
         health=tuple(_health(r) for r in _rows(document, "health", 6)),
         events=tuple(_event(r) for r in _rows(document, "events", 6)),
+        sampled=_flag(document.get("sampled", False), "sampled"),
     )
+
+
+def _flag(value: object, what: str) -> bool:
+    if type(value) is not bool:
+        raise TelemetryError("bad-record", f"{what} must be true or false")
+    return value

@@ -9,6 +9,8 @@ Invariants:
   group rollups with the device id in place of the group.
 - Every summary (`tinyfleet.summary/1`) lands in the same rollups as the raw rows it stands for
   would, merged exactly; summaries add no raw rows.
+- A batch marked `sampled` (raw rows the device also summarised) adds its inference rows to the
+  raw table only, never to a rollup, so an inference is counted once whichever way it came.
 - Rollups are keyed by the hub's enqueue time, bucketed, and by partition (see `_schema.py`).
 """
 
@@ -152,7 +154,7 @@ def _collect(
             if target is not None:
                 target[device] = target.get(device, 0) + 1
         by_model: dict[tuple[str, str, str], list[InferenceRow]] = {}
-        for r in batch.inference:
+        for r in () if batch.sampled else batch.inference:
             model_key = (r[0], r[1], r[2])
             rows = by_model.get(model_key)
             if rows is None:

@@ -52,6 +52,7 @@ class Decoded:
     health: tuple[HealthRow, ...] | list[HealthRow]
     events: tuple[EventRow, ...] | list[EventRow]
     summaries: tuple[SummaryRecord, ...] = ()
+    sampled: bool = False  # inference rows a summary already counts: stored, not rolled up
 
     @classmethod
     def from_batch(cls, batch: TelemetryBatch) -> Decoded:
@@ -84,6 +85,7 @@ class Decoded:
                 for h in batch.health
             ],
             [(e.ts_ms, e.kind, e.core, e.release_id, e.code, e.reason) for e in batch.events],
+            sampled=batch.sampled,
         )
 
 
@@ -183,6 +185,9 @@ def decode_rows(body: bytes, *, device_id: str) -> Decoded:
         seq, release = document.get("seq"), document.get("release")
         if type(seq) is not int or not 0 <= seq <= _BIG or not (release is None or _id(release)):
             raise _Doubt
+        sampled = document.get("sampled", False)
+        if type(sampled) is not bool:
+            raise _Doubt
         return Decoded(
             device_id,
             seq,
@@ -190,6 +195,7 @@ def decode_rows(body: bytes, *, device_id: str) -> Decoded:
             _inference(document.get("inference", [])),
             _health(document.get("health", [])),
             _events(document.get("events", [])),
+            sampled=sampled,
         )
     except (_Doubt, ValueError, TypeError, RecursionError):
         pass

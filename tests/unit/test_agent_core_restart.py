@@ -8,108 +8,26 @@ transports; the host is an in-memory one."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from device_agent.agent import Agent, AgentConfig
-from device_agent.intercore import EXIT_UNKNOWN, CoreClient, HostPhase, memory_pipe
-from device_agent.protocol import EventRecord, InferenceRecord
-from firmware._core import CoreConfig, CoreMachine
-from firmware._image import FirmwareImage
-from firmware._slots import SlotStore
-from firmware.icc import MT3620
-from tests.agent_world import MemoryHub
-from tests.unit.firmware.conftest import IMAGES, ThreadCore, chunks, prebuilt, target_for
-
-
-class MemoryHost:
-    """Boots cores as threads; `healthy` says whether a booted core comes up or dies at once."""
-
-    def __init__(self, state: Path) -> None:
-        self.state = state
-        self.cores: dict[str, ThreadCore] = {}
-        self.restarts: list[str] = []
-        self.healthy = True
-        self.exit_statuses: dict[str, int] = {}  # how each core's last process ended
-
-    def boot(self, core: str) -> CoreClient:
-        host_end, core_end = memory_pipe()
-        config = CoreConfig(core, MT3620, FirmwareImage.load(IMAGES / "m4-1.0.0.json"), 0.05, 0.2)
-        machine = CoreMachine(config, SlotStore(self.state / core), time.monotonic())
-        thread_core = ThreadCore(machine, core_end)
-        if self.healthy:
-            thread_core.start()
-        else:
-            core_end.close()  # the core dies as it boots: the host end sees EOF
-        self.cores[core] = thread_core
-        return CoreClient(host_end, MT3620)
-
-    def restart_core(self, core: str, firmware: Path | None = None) -> CoreClient:
-        self.restarts.append(core)
-        self.cores[core].close()
-        return self.boot(core)
-
-    def firmware_path(self, core: str) -> Path:
-        return IMAGES / "m4-1.0.0.json"
-
-    def exit_status(self, core: str) -> int | None:
-        return self.exit_statuses.get(core)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _agent(tmp_path: Path, host: MemoryHost, clock: Clock, *, restart_cores: bool = True) -> Agent:
-    config = AgentConfig(
-        device_id="dev-1",
-        hardware_id="mt3620",
-        profile="mt3620",
-        allowed_kinds=frozenset({"model"}),
-        state_dir=tmp_path / "agent",
-        image_root=b"{}",
-        director_root=b"{}",
-        restart_cores=restart_cores,
-    )
-    cores = {core: host.boot(core) for core in ("m4-0", "m4-1")}
-    for client in cores.values():
-        client.connect()
-
-    def unused(_: Any) -> Any:
-        raise AssertionError("no update in this test")
-
-    return Agent(
-        config, MemoryHub("dev-1"), cores, fetcher_for=unused, source_for=unused, host=host,
-        clock=clock,
-    )  # fmt: skip
-
-
-Rig = Callable[..., tuple[Agent, MemoryHost, Clock]]
+from device_agent.agent import Agent
+from device_agent.intercore import EXIT_UNKNOWN, HostPhase
+from tests.agent_rig import MemoryHost, Rig, make_rig
+from tests.agent_rig import events as _events
+from tests.agent_rig import install as _install
+from tests.agent_rig import rows as _rows
+from tests.agent_rig import step_until as _step_until
 
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
     """An agent over two thread cores booted by a memory host, closed after the test."""
-    made: list[tuple[Agent, MemoryHost]] = []
-
-    def make(*, restart_cores: bool = True) -> tuple[Agent, MemoryHost, Clock]:
-        host, clock = MemoryHost(tmp_path / "cores"), Clock()
-        agent = _agent(tmp_path, host, clock, restart_cores=restart_cores)
-        made.append((agent, host))
-        return agent, host, clock
-
-    yield make
-    for agent, host in made:
-        agent.close_cores()
-        for core in host.cores.values():
-            core.close()
+    with make_rig(tmp_path) as make:
+        yield make
 
 
 def _lose_link(agent: Agent, host: MemoryHost, core: str) -> None:
@@ -167,34 +85,6 @@ def test_restarts_back_off_doubling_up_to_the_cap_and_reset_after_a_stable_run(
     _lose_link(agent, host, "m4-0")
     agent.step()
     assert agent.logs[-1] == "m4-0: link lost; restarting it in 1 s"
-
-
-def _hub(agent: Agent) -> MemoryHub:
-    assert isinstance(agent.hub, MemoryHub)
-    return agent.hub
-
-
-def _events(agent: Agent) -> list[EventRecord]:
-    return [e for batch in _hub(agent).batches for e in batch.events]
-
-
-def _rows(agent: Agent) -> list[InferenceRecord]:
-    return [r for batch in _hub(agent).batches for r in batch.inference]
-
-
-def _install(client: CoreClient, stem: str, *, confirm: bool = True) -> None:
-    blob, meta = prebuilt(stem)
-    slot = client.stage(target_for(blob, meta), chunks(blob, 4096))
-    client.activate(slot, confirm_timeout_s=60)
-    if confirm:
-        client.confirm(slot)
-
-
-def _step_until(agent: Agent, done: Any, what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not done():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        agent.step(0.02)
 
 
 def test_the_anomaly_models_flag_reaches_the_telemetry_rows_and_a_classifier_sends_none(

@@ -61,6 +61,11 @@ def documents(draw: Any) -> dict[str, Any]:
         "seq": draw(st.one_of(st.integers(-1, 2**53 + 1), st.just(True), st.just("1"))),
         "release": draw(st.one_of(st.none(), st.just("rel-2"), st.just(""), st.just(1))),
     }
+    flag = draw(st.integers(0, 3))
+    if flag:
+        doc["sampled"] = (True, False, draw(st.one_of(st.just(1), st.none(), st.just("true"))))[
+            flag - 1
+        ]
     for key, rows in (("inference", inference_row), ("health", health_row), ("events", event_row)):
         choice = draw(st.integers(0, 4))
         if choice == 0:
@@ -88,6 +93,7 @@ def _normal(value: object) -> object:
             value.seq,
             value.release,
             *map(list, (value.inference, value.health, value.events)),
+            value.sampled,
         )
     return value
 
