@@ -27,7 +27,7 @@ import json
 import signal
 import threading
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -37,7 +37,7 @@ from device_agent.hub_dialect import ConnectionString
 from device_agent.protocol import DesiredService
 from device_agent.target_source import HttpTargetSource, TargetSource
 from infra._relay import Relay
-from infra.hub import BackgroundHub, provision_device
+from infra.hub import BackgroundHub, provision_devices
 from infra.simdevice import CoreSpec, QueryFetcher, SimulatedDevice
 from signing.device_ids import device_segment
 from signing.files import atomic_write
@@ -176,7 +176,7 @@ class Fleet:
             if not known:
                 raise FleetError(f"no devices in {self.data_dir}: give the groups to create")
             return known
-        index = len(known)
+        index, wanted = len(known), []
         for group, count in groups.items():
             have = sum(1 for i in known.values() if i.group == group)
             for _ in range(count - have):
@@ -185,25 +185,27 @@ class Fleet:
                 while device_id in known:
                     index += 1
                     device_id = f"{self.options.prefix}-{index:03d}"
-                known[device_id] = self._provision(device_id, group, index)
+                known[device_id] = DeviceIdentity(device_id, group, "", (2 * index, 2 * index + 1))
+                wanted.append(device_id)
+        known.update(self._provision([known[device_id] for device_id in wanted]))
         return known
 
-    def _provision(self, device_id: str, group: str, index: int) -> DeviceIdentity:
-        provisioned = provision_device(self.hub.server.config, device_id)
-        self.hub.call(
-            self.hub.core.update_twin,
-            device_id,
-            {"tags": self.tags(group)},
-            None,
-            replace_all=False,
+    def _provision(self, new: list[DeviceIdentity]) -> dict[str, DeviceIdentity]:
+        """Register the new devices on the hub in one transaction, tags included, and keep each
+        identity beside its state (written last: a device without one is provisioned again)."""
+        provisioned = provision_devices(
+            self.hub.server.config, [(i.device_id, self.tags(i.group)) for i in new]
         )
-        identity = DeviceIdentity(
-            device_id, group, provisioned.connection_string, (2 * index, 2 * index + 1)
-        )
-        folder = self.data_dir / device_segment(device_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(folder / "identity.json", identity.to_json().encode())
-        return identity
+        made = {}
+        for identity, device in zip(new, provisioned, strict=True):
+            identity = replace(identity, connection_string=device.connection_string)
+            folder = self.data_dir / device_segment(identity.device_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write(folder / "identity.json", identity.to_json().encode())
+            made[identity.device_id] = identity
+        if new:
+            self.hub.call(self.hub.core.store.refresh_devices)  # the running hub sees them now
+        return made
 
     def tags(self, group: str) -> dict[str, str]:
         """The twin tags written at provisioning: the group, and what the hardware is (so the

@@ -15,7 +15,12 @@ from infra.hub._errors import (
     RequestRefused,
 )
 from infra.hub._feed import FeedConsumer, FeedEvent, TelemetryFeed
-from infra.hub._provision import ProvisionedDevice, device_connection_string, provision_device
+from infra.hub._provision import (
+    ProvisionedDevice,
+    device_connection_string,
+    provision_device,
+    provision_devices,
+)
 from infra.hub._server import BackgroundHub, HubServer, service_connection_string
 
 __all__ = [
@@ -36,5 +41,6 @@ __all__ = [
     "device_connection_string",
     "make_sas_token",
     "provision_device",
+    "provision_devices",
     "service_connection_string",
 ]

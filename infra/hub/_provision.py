@@ -9,16 +9,22 @@ from __future__ import annotations
 import base64
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from infra.hub._certs import issue_device_certificate
 from infra.hub._config import HubConfig
 from infra.hub._errors import RequestRefused
 from infra.hub._files import private_dir
 from infra.hub._store import DeviceRecord, HubStore, check_device_id
-from infra.hub._twin import Twin
+from infra.hub._twin import JsonObject, Twin
 
-__all__ = ["ProvisionedDevice", "device_connection_string", "provision_device"]
+__all__ = [
+    "ProvisionedDevice",
+    "device_connection_string",
+    "provision_device",
+    "provision_devices",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +68,52 @@ def provision_device(config: HubConfig, device_id: str, *, x509: bool = False) -
                 key_path=str(paths.key),
                 thumbprint=thumb,
             )
-        keys = [base64.b64encode(secrets.token_bytes(32)).decode() for _ in range(2)]
-        record = DeviceRecord(device_id, generation, primary_key=keys[0], secondary_key=keys[1])
-        store.put_device(record, Twin.new(device_id))
-        return ProvisionedDevice(
-            device_id,
-            device_connection_string(config.hostname, device_id, keys[0]),
-            "sas",
-            primary_key=keys[0],
-        )
+        return _provision_sas(store, config, [(device_id, {})])[0]
     finally:
         store.close()
+
+
+def provision_devices(
+    config: HubConfig, devices: Sequence[tuple[str, JsonObject]]
+) -> list[ProvisionedDevice]:
+    """Register many SAS devices, each with its twin tags, in one open of the hub's file and
+    one transaction (a fleet of thousands; `provision_device` reopens the file per device).
+    A running hub loads them on `HubStore.refresh_devices` or on each device's first use.
+
+    Raises:
+        RequestRefused: 409 DeviceAlreadyExists (nothing is written) or 400 for a bad id.
+    """
+    for device_id, _ in devices:
+        check_device_id(device_id)
+    if len({device_id for device_id, _ in devices}) != len(devices):
+        raise RequestRefused(400, "ArgumentInvalid", "a device id is given twice")
+    private_dir(config.data_dir)
+    store = HubStore(config.db_path)
+    try:
+        taken = sorted(device_id for device_id, _ in devices if device_id in store.devices)
+        if taken:
+            raise RequestRefused(409, "DeviceAlreadyExists", f"devices already exist: {taken[:5]}")
+        return _provision_sas(store, config, devices)
+    finally:
+        store.close()
+
+
+def _provision_sas(
+    store: HubStore, config: HubConfig, devices: Sequence[tuple[str, JsonObject]]
+) -> list[ProvisionedDevice]:
+    generation = str(int(time.time() * 1_000_000))
+    made, rows = [], []
+    for device_id, tags in devices:
+        keys = [base64.b64encode(secrets.token_bytes(32)).decode() for _ in range(2)]
+        record = DeviceRecord(device_id, generation, primary_key=keys[0], secondary_key=keys[1])
+        rows.append((record, replace(Twin.new(device_id), tags=dict(tags))))
+        made.append(
+            ProvisionedDevice(
+                device_id,
+                device_connection_string(config.hostname, device_id, keys[0]),
+                "sas",
+                primary_key=keys[0],
+            )
+        )
+    store.put_devices(rows)
+    return made

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -135,30 +136,43 @@ class HubStore:
         return record
 
     def refresh_devices(self) -> None:
-        """Load devices another process (the CLI) added since this store was opened."""
-        for (device_id,) in self._read("SELECT device_id FROM devices"):
-            if device_id not in self.devices:
-                self.lookup_device(device_id)
+        """Load devices another process (the CLI, a fleet) added since this store was opened."""
+        ids = [row[0] for row in self._read("SELECT device_id FROM devices")]
+        missing = [device_id for device_id in ids if device_id not in self.devices]
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
+            rows = self._read(
+                "SELECT device_id, d.record, t.twin FROM devices d JOIN twins t USING (device_id)"
+                f" WHERE device_id IN ({', '.join('?' * len(chunk))})",
+                tuple(chunk),
+            )
+            for device_id, record, twin in rows:
+                self.devices[device_id] = DeviceRecord(**json.loads(record))
+                self.twins[device_id] = Twin.from_json(json.loads(twin))
 
     def put_device(self, record: DeviceRecord, twin: Twin | None = None) -> None:
         """Insert or replace a device (and, when given, its twin) in one transaction."""
+        self.put_devices([(record, twin)])
+
+    def put_devices(self, devices: Sequence[tuple[DeviceRecord, Twin | None]]) -> None:
+        """Insert or replace many devices (and the twins given) in one transaction."""
         try:
             with self._db:
                 self._db.execute("BEGIN")
-                self._db.execute(
+                self._db.executemany(
                     "INSERT OR REPLACE INTO devices VALUES (?, ?)",
-                    (record.device_id, json.dumps(asdict(record))),
+                    [(r.device_id, json.dumps(asdict(r))) for r, _ in devices],
                 )
-                if twin is not None:
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO twins VALUES (?, ?)",
-                        (twin.device_id, json.dumps(twin.to_json())),
-                    )
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO twins VALUES (?, ?)",
+                    [(t.device_id, json.dumps(t.to_json())) for _, t in devices if t is not None],
+                )
         except sqlite3.Error as exc:
             raise HubStorageError(f"hub database write failed: {exc}") from exc
-        self.devices[record.device_id] = record
-        if twin is not None:
-            self.twins[twin.device_id] = twin
+        for record, twin in devices:
+            self.devices[record.device_id] = record
+            if twin is not None:
+                self.twins[twin.device_id] = twin
 
     def delete_device(self, device_id: str) -> None:
         try:

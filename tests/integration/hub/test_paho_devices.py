@@ -7,7 +7,16 @@ import threading
 import time
 from typing import Any
 
-from infra.hub import BackgroundHub, FeedConsumer, TelemetryFeed, provision_device
+import pytest
+
+from infra.hub import (
+    BackgroundHub,
+    FeedConsumer,
+    RequestRefused,
+    TelemetryFeed,
+    provision_device,
+    provision_devices,
+)
 from tests.integration.hub.conftest import HOSTNAME, Device, rest
 
 ALL = (
@@ -181,3 +190,31 @@ def test_the_username_must_name_this_hub(hub: BackgroundHub) -> None:
     dev.connect(expect=5)
     dev.close()
     assert HOSTNAME != "other-hub.local"
+
+
+def test_devices_provisioned_in_bulk_carry_their_tags_and_connect(hub: BackgroundHub) -> None:
+    wanted = [(f"bulk-{n}", {"group": "canary" if n % 10 == 0 else "main"}) for n in range(300)]
+    made = provision_devices(hub.server.config, wanted)
+    assert [m.device_id for m in made] == [d for d, _ in wanted]
+    hub.call(hub.core.store.refresh_devices)
+    twins = hub.call(lambda: dict(hub.core.store.twins))
+    assert {d: twins[d].tags for d, _ in wanted} == dict(wanted)
+    key = made[123].primary_key
+    assert key is not None
+    Device(hub.server, "bulk-123").tls().sas(key).connect().close()
+
+
+def test_bulk_provisioning_refuses_a_taken_or_repeated_id_and_writes_nothing(
+    hub: BackgroundHub,
+) -> None:
+    provision_device(hub.server.config, "taken")
+    for devices, status in (
+        ([("new-1", {}), ("taken", {})], 409),
+        ([("new-1", {}), ("new-1", {})], 400),
+        ([("new-1", {}), ("bad id/", {})], 400),
+    ):
+        with pytest.raises(RequestRefused) as refused:
+            provision_devices(hub.server.config, devices)
+        assert refused.value.status == status
+    hub.call(hub.core.store.refresh_devices)
+    assert hub.call(lambda: "new-1" in hub.core.store.devices) is False
