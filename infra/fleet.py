@@ -26,7 +26,7 @@ import asyncio
 import json
 import signal
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Collection, Coroutine, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,7 +42,15 @@ from infra.simdevice import CoreSpec, QueryFetcher, SimulatedDevice
 from signing.device_ids import device_segment
 from signing.files import atomic_write
 
-__all__ = ["DeviceIdentity", "Fleet", "FleetError", "FleetOptions", "parse_groups"]
+__all__ = [
+    "DeviceIdentity",
+    "Fleet",
+    "FleetError",
+    "FleetOptions",
+    "HubAccess",
+    "host_slice",
+    "parse_groups",
+]
 
 T = TypeVar("T")
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -76,6 +84,21 @@ class FleetOptions:
     health_interval_s: float = 30.0
     backoff_max_s: float = 5.0  # devices come back quickly after a cut or a hub restart
     reboot_dead_cores: bool = True  # each agent restarts a core that exits (power comes back)
+
+
+def host_slice(device_ids: Collection[str], index: int, count: int) -> list[str]:
+    """The devices host `index` of `count` runs: every count-th id in sorted order."""
+    if not 0 <= index < count:
+        raise FleetError(f"host {index} of {count} does not exist")
+    return sorted(device_ids)[index::count]
+
+
+@dataclass(frozen=True)
+class HubAccess:
+    """Where a fleet's devices reach a hub that runs in another process (a fleet host)."""
+
+    ca_cert: Path
+    mqtt_port: int
 
 
 @dataclass(frozen=True)
@@ -142,19 +165,26 @@ class Fleet:
 
     def __init__(
         self,
-        hub: BackgroundHub,
+        hub: BackgroundHub | HubAccess,
         data_dir: Path,
         *,
         image_root: bytes,
         director_root: bytes,
         groups: dict[str, int] | None = None,
         options: FleetOptions | None = None,
+        share: tuple[int, int] | None = None,
     ) -> None:
+        """`hub`: the hub in this process, or the address of one in another (then the devices
+        must already be provisioned: `groups` None). `share`: (i, K) runs only host i's share
+        of the folder's devices when K hosts split the fleet (`host_slice`)."""
         self.hub = hub
         self.data_dir = data_dir
         self.options = options or FleetOptions()
         self._roots = (image_root, director_root)
         self.identities = self._identities(groups)
+        if share is not None:
+            mine = set(host_slice(list(self.identities), *share))
+            self.identities = {d: i for d, i in self.identities.items() if d in mine}
         self.devices: dict[str, SimulatedDevice] = {}
         self._relays: dict[str, Relay] = {}
         self._loop = asyncio.new_event_loop()
@@ -187,12 +217,15 @@ class Fleet:
                     device_id = f"{self.options.prefix}-{index:03d}"
                 known[device_id] = DeviceIdentity(device_id, group, "", (2 * index, 2 * index + 1))
                 wanted.append(device_id)
-        known.update(self._provision([known[device_id] for device_id in wanted]))
+        if wanted:
+            known.update(self._provision([known[device_id] for device_id in wanted]))
         return known
 
     def _provision(self, new: list[DeviceIdentity]) -> dict[str, DeviceIdentity]:
         """Register the new devices on the hub in one transaction, tags included, and keep each
         identity beside its state (written last: a device without one is provisioned again)."""
+        if not isinstance(self.hub, BackgroundHub):
+            raise FleetError("new devices are provisioned by the process that runs the hub")
         provisioned = provision_devices(
             self.hub.server.config, [(i.device_id, self.tags(i.group)) for i in new]
         )
@@ -203,8 +236,7 @@ class Fleet:
             folder.mkdir(parents=True, exist_ok=True)
             atomic_write(folder / "identity.json", identity.to_json().encode())
             made[identity.device_id] = identity
-        if new:
-            self.hub.call(self.hub.core.store.refresh_devices)  # the running hub sees them now
+        self.hub.call(self.hub.core.store.refresh_devices)  # the running hub sees them now
         return made
 
     def tags(self, group: str) -> dict[str, str]:
@@ -268,9 +300,8 @@ class Fleet:
         relay = self._relays.get(device_id)
         if relay is None:
             relay = self._relays[device_id] = Relay(self._loop)
-        server = self.hub.server
-        assert server.ca_cert is not None, "the hub must be running"
-        mqtt_port = self._run(relay.port_for("127.0.0.1", server.mqtt_port))
+        access = self.access()
+        mqtt_port = self._run(relay.port_for("127.0.0.1", access.mqtt_port))
         device = _FleetDevice(
             device_id=device_id,
             hardware_id=self.options.hardware_id,
@@ -280,7 +311,7 @@ class Fleet:
             director_root=self._roots[1],
             connection=ConnectionString.parse(identity.connection_string),
             hub_options=HubOptions(
-                ca_file=Path(server.ca_cert),
+                ca_file=access.ca_cert,
                 port=mqtt_port,
                 backoff_max_s=self.options.backoff_max_s,
             ),
@@ -299,6 +330,18 @@ class Fleet:
         device.start()
         self.devices[device_id] = device
         return device
+
+    @property
+    def roots(self) -> tuple[bytes, bytes]:
+        """The image and director repositories' root metadata every device trusts."""
+        return self._roots
+
+    def access(self) -> HubAccess:
+        if isinstance(self.hub, HubAccess):
+            return self.hub
+        server = self.hub.server
+        assert server.ca_cert is not None, "the hub must be running"
+        return HubAccess(Path(server.ca_cert), server.mqtt_port)
 
     def _route(self, relay: Relay, url: str) -> str:
         parts = urlsplit(url)

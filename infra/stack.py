@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from infra.fleet import Fleet, FleetOptions
+from infra.fleet_host import FleetHosts, spawn_hosts
 from infra.hub import BackgroundHub, HubConfig
 from service.blobs import BlobServer, FilesystemBlobStore
 from service.config import Settings
@@ -105,10 +106,15 @@ class StackOptions:
     engine_interval_s: float = 0.5
     fleet: FleetOptions = field(default_factory=FleetOptions)
     start_fleet: bool = True
+    # 0: the fleet runs in this process; K > 0: in K fleet host processes (infra.fleet_host),
+    # so thousands of devices are not all behind this process's interpreter lock.
+    fleet_processes: int = 0
 
     def __post_init__(self) -> None:
         if self.blob not in ("filesystem", "azurite"):
             raise StackError(f"--blob must be filesystem or azurite, not {self.blob!r}")
+        if self.fleet_processes < 0:
+            raise StackError("--fleet-processes must be 0 (in this process) or more")
 
 
 class Stack:
@@ -131,6 +137,7 @@ class Stack:
         self.service: ServiceHandle | None = None
         self.addresses: dict[str, Any] = {}
         self.fleet: Fleet | None = None
+        self.fleet_hosts: FleetHosts | None = None
         self.trust: TrustService | None = None
         self.settings: Settings | None = None
         self._ports: dict[str, int] = {}
@@ -253,9 +260,15 @@ class Stack:
             groups=groups,
             options=self.options.fleet,
         )
-        self.fleet.start()
+        if self.options.fleet_processes:
+            self.fleet_hosts = spawn_hosts(self.fleet, self.options.fleet_processes)
+        else:
+            self.fleet.start()
 
     def stop(self) -> None:
+        if self.fleet_hosts is not None:
+            self.fleet_hosts.stop()
+            self.fleet_hosts = None
         if self.fleet is not None:
             self.fleet.stop()
             self.fleet = None

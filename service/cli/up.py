@@ -48,6 +48,11 @@ def up(
     inference_period: float = typer.Option(
         0.5, "--inference-period", help="Seconds between inferences on each simulated core."
     ),
+    fleet_processes: int = typer.Option(
+        0,
+        "--fleet-processes",
+        help="Run the fleet in this many host processes (0: in this one); for thousands of devices.",
+    ),
 ) -> None:
     """Start hub, blob store, service and simulated fleet; stop cleanly on Ctrl-C."""
     try:
@@ -58,6 +63,7 @@ def up(
             blob=blob,
             api_port=api_port,
             fleet=FleetOptions(inference_period_s=inference_period),
+            fleet_processes=fleet_processes,
         )
     except (FleetError, StackError) as exc:
         fail(str(exc), code=2)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from infra.fleet import Fleet, FleetError, FleetOptions, parse_groups
+from infra.fleet_host import spawn_hosts
 from infra.hub import BackgroundHub, HubConfig
 from service.config import Settings
 from service.trust import ArtifactSpec, TrustService
@@ -232,3 +233,37 @@ def test_a_core_crash_mid_swap_leaves_a_working_model(world: World) -> None:
         world.deploy("dev-001", "r2", "wf-3")
         wait_for(lambda: world.installed("dev-001") == "r2", 120, "r2 on the retry")
         wait_for(lambda: on("2.0.0"), 60, "both cores run v2")
+
+
+def test_fleet_hosts_run_a_provisioned_fleet_split_across_processes(world: World) -> None:
+    fleet = world.fleet({"canary": 1, "main": 4})  # provisioned here, in the hub's process
+    hosts = spawn_hosts(fleet, 2, report_s=0.2)
+    try:
+        assert sorted(s["devices"] for s in hosts.status().values()) == [2, 3]
+        devices = sorted(fleet.identities)
+        wait_for(lambda: all(world.online(d) for d in devices), 60, "every device online")
+        for device_id in devices:
+            world.deploy(device_id, "r1", f"wf-r1-{device_id}")
+        wait_for(lambda: all(world.installed(d) == "r1" for d in devices), 180, "r1 everywhere")
+        wait_for(
+            lambda: sum(s["connected"] for s in hosts.status().values()) == len(devices),
+            30,
+            "the hosts to report every device connected",
+        )
+        assert all(s["rss_bytes"] > 0 and s["cpu_s"] > 0 for s in hosts.status().values())
+    finally:
+        codes = hosts.stop()
+    assert codes == [0, 0]  # each host stopped its devices in order and exited cleanly
+    assert not any(world.online(d) for d in fleet.identities)
+
+
+def test_a_fleet_host_cannot_provision_and_refuses_a_missing_slice(world: World) -> None:
+    fleet = world.fleet({"main": 2})
+    remote = fleet.access()
+    roots = {"image_root": fleet.roots[0], "director_root": fleet.roots[1]}
+    with pytest.raises(FleetError, match="provisioned by the process that runs the hub"):
+        Fleet(remote, world.tmp / "fleet", groups={"main": 3}, **roots)
+    with pytest.raises(FleetError, match="host 2 of 2 does not exist"):
+        Fleet(remote, world.tmp / "fleet", share=(2, 2), **roots)
+    half = Fleet(remote, world.tmp / "fleet", share=(1, 2), **roots)
+    assert list(half.identities) == [sorted(fleet.identities)[1]]
