@@ -51,7 +51,7 @@ def up(
     fleet_processes: int = typer.Option(
         0,
         "--fleet-processes",
-        help="Run the fleet in this many host processes (0: in this one); for thousands of devices.",
+        help="Fleet host processes (0: this one); use 2+ for thousands of devices.",
     ),
 ) -> None:
     """Start hub, blob store, service and simulated fleet; stop cleanly on Ctrl-C."""
