@@ -7,7 +7,7 @@ once a request carrying a marker (e.g. `/targets/`) went up, after N bytes of it
 
 Invariants:
 - While cut, no byte is forwarded in either direction.
-- A trip fires at most once.
+- A trip fires at most once; its cut heals after `restore_after_s` when that is set.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ class Relay:
         self.cut = False
         self.refused = 0
         self.trip: tuple[bytes, int] | None = None  # (request marker, response bytes) -> cut
+        self.restore_after_s: float | None = None  # a trip's cut heals by itself after this
+        self.trips = 0
 
     async def port_for(self, host: str, port: int) -> int:
         key = (host, port)
@@ -81,6 +83,11 @@ class Relay:
                     await writer.drain()
                     if armed[0] <= 0:
                         self.set_cut(True)  # mid-response: a network cut during a download
+                        self.trips += 1
+                        if self.restore_after_s is not None:
+                            asyncio.get_running_loop().call_later(
+                                self.restore_after_s, self.set_cut, False
+                            )
                         break
                     continue
                 writer.write(chunk)
@@ -101,6 +108,20 @@ class Relay:
         if cut:
             for writer in list(self._open):
                 writer.transport.abort()
+
+    async def duty_cycle(self, awake_s: float, asleep_s: float, first_s: float) -> None:
+        """A device that sleeps: cut for `asleep_s` after every `awake_s` awake, the first sleep
+        `first_s` from now (so a fleet's devices do not all sleep at once). Runs until
+        cancelled; leaves the link restored."""
+        try:
+            await asyncio.sleep(first_s)
+            while True:
+                self.set_cut(True)
+                await asyncio.sleep(asleep_s)
+                self.set_cut(False)
+                await asyncio.sleep(awake_s)
+        finally:
+            self.set_cut(False)
 
     async def close(self) -> None:
         self.set_cut(True)

@@ -23,7 +23,9 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
+import random
 import signal
 import threading
 from collections.abc import Collection, Coroutine, Iterator
@@ -84,6 +86,20 @@ class FleetOptions:
     health_interval_s: float = 30.0
     backoff_max_s: float = 5.0  # devices come back quickly after a cut or a hub restart
     reboot_dead_cores: bool = True  # each agent restarts a core that exits (power comes back)
+    # Seeded behaviour (the same devices behave the same way on every run with one seed):
+    behaviour_seed: int = 0
+    download_cut_share: float = 0.0  # devices whose link is cut once during a target download
+    download_cut_s: float = 5.0  # how long such a cut lasts
+    sleepy_share: float = 0.0  # devices that sleep (link cut) `asleep_s` after `awake_s` up
+    awake_s: float = 60.0
+    asleep_s: float = 20.0
+
+    def __post_init__(self) -> None:
+        for name in ("download_cut_share", "sleepy_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise FleetError(f"{name} must be between 0 and 1")
+        if min(self.download_cut_s, self.awake_s, self.asleep_s) <= 0:
+            raise FleetError("download_cut_s, awake_s and asleep_s must be positive")
 
 
 def host_slice(device_ids: Collection[str], index: int, count: int) -> list[str]:
@@ -189,6 +205,7 @@ class Fleet:
         self._relays: dict[str, Relay] = {}
         self._loop = asyncio.new_event_loop()
         self._reboots_of_stopped = 0
+        self._sleepers: dict[str, concurrent.futures.Future[None]] = {}
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="fleet-net", daemon=True
         )
@@ -327,6 +344,7 @@ class Fleet:
             restart_cores=self.options.reboot_dead_cores,
         )
         device.route = lambda url: self._route(relay, url)
+        self._arm_behaviour(device_id, relay)
         device.start()
         self.devices[device_id] = device
         return device
@@ -342,6 +360,34 @@ class Fleet:
         server = self.hub.server
         assert server.ca_cert is not None, "the hub must be running"
         return HubAccess(Path(server.ca_cert), server.mqtt_port)
+
+    def behaviour_of(self, device_id: str) -> dict[str, Any]:
+        """What the seeded behaviour does to this device: its download cut (bytes into the
+        response) and its sleep cycle's first sleep, each None when it has none."""
+        o = self.options
+        rng = random.Random(f"behaviour/{o.behaviour_seed}/{device_id}")
+        # Models are a few KiB: cut inside the first 2 KiB of the answer (headers included).
+        cut = rng.randint(256, 2_048) if rng.random() < o.download_cut_share else None
+        sleepy = rng.random() < o.sleepy_share
+        first = rng.uniform(0, o.awake_s) if sleepy else None
+        return {"download_cut_after": cut, "first_sleep_s": first}
+
+    def _arm_behaviour(self, device_id: str, relay: Relay) -> None:
+        behaviour = self.behaviour_of(device_id)
+        if behaviour["download_cut_after"] is not None and relay.trips == 0:
+            relay.restore_after_s = self.options.download_cut_s
+            self._on_loop(setattr, relay, "trip", (b"/targets/", behaviour["download_cut_after"]))
+        first = behaviour["first_sleep_s"]
+        if first is not None and device_id not in self._sleepers:
+            o = self.options
+            self._sleepers[device_id] = asyncio.run_coroutine_threadsafe(
+                relay.duty_cycle(o.awake_s, o.asleep_s, first), self._loop
+            )
+
+    @property
+    def download_cuts(self) -> int:
+        """Download cuts the behaviour made so far (each device at most once)."""
+        return sum(relay.trips for relay in self._relays.values())
 
     def _route(self, relay: Relay, url: str) -> str:
         parts = urlsplit(url)
@@ -364,6 +410,9 @@ class Fleet:
     def stop(self) -> None:
         for device_id in list(self.devices):
             self.stop_device(device_id)
+        for sleeper in self._sleepers.values():
+            sleeper.cancel()
+        self._sleepers.clear()
         if self._thread.is_alive():
             for relay in self._relays.values():
                 self._run(relay.close())

@@ -35,14 +35,14 @@ class World:
     hub: BackgroundHub
     base: str
 
-    def fleet(self, groups: dict[str, int] | None) -> Fleet:
+    def fleet(self, groups: dict[str, int] | None, **options: Any) -> Fleet:
         return Fleet(
             self.hub,
             self.tmp / "fleet",
             image_root=self.trust.image().root_bytes(),
             director_root=self.trust.director().root_bytes(),
             groups=groups,
-            options=FleetOptions(inference_period_s=0.2, health_interval_s=1.0),
+            options=FleetOptions(inference_period_s=0.2, health_interval_s=1.0, **options),
         )
 
     def twin(self, device_id: str) -> Any:
@@ -267,3 +267,44 @@ def test_a_fleet_host_cannot_provision_and_refuses_a_missing_slice(world: World)
         Fleet(remote, world.tmp / "fleet", share=(2, 2), **roots)
     half = Fleet(remote, world.tmp / "fleet", share=(1, 2), **roots)
     assert list(half.identities) == [sorted(fleet.identities)[1]]
+
+
+def test_seeded_behaviour_picks_the_same_share_of_devices_on_every_run(world: World) -> None:
+    options = FleetOptions(download_cut_share=0.1, sleepy_share=0.3, behaviour_seed=7)
+    fleets = [
+        Fleet(
+            world.hub,
+            world.tmp / "fleet",
+            image_root=b"{}",
+            director_root=b"{}",
+            groups={"main": 400} if n == 0 else None,
+            options=options,
+        )
+        for n in range(2)
+    ]
+    plans = [{d: f.behaviour_of(d) for d in sorted(f.identities)} for f in fleets]
+    assert plans[0] == plans[1]
+    cut = sum(p["download_cut_after"] is not None for p in plans[0].values())
+    sleepy = sum(p["first_sleep_s"] is not None for p in plans[0].values())
+    assert 20 <= cut <= 60 and 80 <= sleepy <= 160  # about 10 % and 30 % of 400
+    with pytest.raises(FleetError, match="between 0 and 1"):
+        FleetOptions(download_cut_share=1.5)
+
+
+def test_devices_cut_during_a_download_or_asleep_still_install(world: World) -> None:
+    fleet = world.fleet(
+        {"main": 2},
+        download_cut_share=1.0,
+        download_cut_s=1.0,
+        sleepy_share=1.0,
+        awake_s=6.0,
+        asleep_s=1.0,
+    )
+    with fleet:
+        devices = sorted(fleet.identities)
+        wait_for(lambda: all(world.online(d) for d in devices), 60, "every device online")
+        wait_for(lambda: not all(world.online(d) for d in devices), 60, "a device asleep")
+        for device_id in devices:
+            world.deploy(device_id, "r1", f"wf-r1-{device_id}")
+        wait_for(lambda: all(world.installed(d) == "r1" for d in devices), 180, "r1 everywhere")
+        assert fleet.download_cuts == 2  # each device's download was cut once, and resumed
