@@ -71,6 +71,19 @@ class Settings(BaseSettings):
     )
     eventhub_connection_string: SecretStr | None = None
     eventhub_consumer_group: str = "$Default"
+    # Several service processes ingest one feed by sharing its partitions through leases in the
+    # database (docs/operations.md); off, this process reads every partition of the feed.
+    telemetry_leases: bool = False
+    # A dead process's partitions are taken over this long after its last renewal; leases are
+    # renewed every third of it, between batches (so it must well exceed one batch's commit).
+    telemetry_lease_ttl: timedelta = Field(
+        default=timedelta(seconds=30), ge=timedelta(seconds=5), le=timedelta(hours=1)
+    )
+    telemetry_worker_id: str = Field(
+        default="",
+        max_length=200,
+        description="this process's name in the leases; empty: host-pid-random, new each start",
+    )
     # Where the audit chain's head is anchored (default DATA/audit-anchor); best kept where the
     # database's writers cannot write.
     audit_anchor: Path | None = None

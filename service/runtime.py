@@ -66,7 +66,7 @@ from service.registry import sync_registry
 from service.releases import ReleaseService, publication_urls, repository_store
 from service.storage import Role, Storage, open_storage, upgrade
 from service.storage._anchor import AnchoredStorage, HeadAnchor
-from service.telemetry import EventHubConfig, EventHubSource, build_telemetry
+from service.telemetry import EventHubConfig, EventHubSource, LeaseConfig, build_telemetry
 from service.trust import TrustService
 from signing import PublishError
 from signing.keys import DEV_PASSPHRASE, KeyScheme
@@ -401,6 +401,15 @@ class ServiceRuntime:
             return EventHubSource(config)
         return None
 
+    def _telemetry_leases(self) -> LeaseConfig | None:
+        """Lease mode: this process ingests its share of the feed's partitions."""
+        s = self.settings
+        if not s.telemetry_leases:
+            return None
+        if s.telemetry_worker_id:
+            return LeaseConfig(ttl=s.telemetry_lease_ttl, worker_id=s.telemetry_worker_id)
+        return LeaseConfig(ttl=s.telemetry_lease_ttl)
+
     def _admin_token(self, storage: Storage) -> tuple[str, bool]:
         path = self.settings.data_dir / ADMIN_TOKEN_FILE
         if path.is_file():
@@ -451,9 +460,11 @@ class ServiceRuntime:
             storage=storage.inner if isinstance(storage, AnchoredStorage) else storage,
             source=self._telemetry_feed(),
             clock=self.clock,
+            leases=self._telemetry_leases(),
         )
         for worker in telemetry.workers:
             self._loops.append(_Periodic("ingest", INGEST_INTERVAL, worker.run_once))
+            self._stoppers.append(worker.close)  # after the loop stopped: hand the leases over
         if hub is not None:
             self.engine = self._start_engine(storage, hub, blobs, trust, telemetry.gate)
             self._loops.append(

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from service.cli._output import console, emit_json, emit_table
+from service.cli._output import console, emit_json, emit_table, fail
 from service.cli._remote import JsonOpt, ProfileOpt, ServerOpt, TokenOpt, connect
 
 app = typer.Typer(help="Inference telemetry: summaries, device rows, dead letters, stats.")
@@ -172,26 +172,61 @@ def ingest(
     ] = None,
     batch: Annotated[int, typer.Option(min=1, max=1_000_000, help="Events per commit.")] = 5000,
     once: Annotated[bool, typer.Option("--once", help="Drain the feed, then exit.")] = False,
+    leases: Annotated[
+        bool,
+        typer.Option(
+            "--leases",
+            help="Share the partitions with the other workers by lease in the database "
+            "(instead of --partitions).",
+        ),
+    ] = False,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(min=1, max=3600, help="Seconds before a silent worker's leases expire."),
+    ] = 30.0,
+    worker_id: Annotated[
+        str | None,
+        typer.Option("--worker-id", help="This worker's name in the leases (default: unique)."),
+    ] = None,
 ) -> None:
     """Run an ingestion worker on the mock hub's feed until interrupted (or drained: --once)."""
+    from datetime import timedelta
+
     from infra.telemetry_source import FeedSource
     from service.storage import SqlStorage
-    from service.telemetry import IngestWorker, StorageGroups, TelemetryStore
+    from service.telemetry import (
+        IngestWorker,
+        LeaseConfig,
+        SourceConfigError,
+        StorageGroups,
+        TelemetryStore,
+    )
 
     storage = SqlStorage(db)
     source = FeedSource.open(feed)
-    worker = IngestWorker(
-        source,
-        TelemetryStore(storage.engine),
-        partitions=partitions.split(",") if partitions else None,
-        batch=batch,
-        groups_of=StorageGroups(storage),
-    )
+    try:
+        config = None
+        if leases:
+            ttl = timedelta(seconds=lease_ttl)
+            config = LeaseConfig(ttl, worker_id) if worker_id else LeaseConfig(ttl)
+        worker = IngestWorker(
+            source,
+            TelemetryStore(storage.engine),
+            partitions=partitions.split(",") if partitions else None,
+            leases=config,
+            batch=batch,
+            groups_of=StorageGroups(storage),
+        )
+    except SourceConfigError as exc:
+        source.close()
+        storage.close()
+        fail(f"invalid ingest options: {exc}", code=2)
     try:
         if once:
             total = 0
             while (report := worker.run_once()).received:
                 total += report.messages
+            worker.close()
             console.print(f"ingested {total} messages")
         else:
             stop = threading.Event()

@@ -71,6 +71,16 @@ class MemorySource:
         self.checkpoints: dict[str, int] = {}
         self.fail_checkpoints = 0  # how many coming checkpoint calls fail
 
+    def reader(self) -> MemorySource:
+        """Another consumer of the same events with its own read positions and fault counter,
+        as each worker process has its own client of one feed (checkpoints are shared)."""
+        other = MemorySource.__new__(MemorySource)
+        other._events = self._events
+        other._position = dict.fromkeys(self._events, -1)
+        other.checkpoints = self.checkpoints
+        other.fail_checkpoints = 0
+        return other
+
     def partition_for(self, device_id: str) -> str:
         return str(zlib.crc32(device_id.encode()) % len(self._events))
 

@@ -8,9 +8,12 @@ or none of it, so a worker that dies anywhere before COMMIT leaves no trace, and
 after COMMIT but before checkpointing the source finds every redelivered batch in the seen set.
 
 Rollup rows are read-modify-written without locks: each row's key includes its partition, and a
-partition has one worker at a time. Two workers that both think they own a partition read the
-same events, and the second to commit fails on the seen set's primary key (nothing is stored
-twice); it then re-reads from the committed position.
+partition has one worker at a time. With leases (`_leases.py`) the commit is fenced: its first
+statement locks the batch's lease rows and refuses it (`LeaseLostError`, nothing written) unless
+the worker still holds each under the epoch it claimed. With static partitions, two workers
+that both think they own a partition read the same events, and the second to commit fails on
+the seen set's primary key (nothing is stored twice); it then re-reads from the committed
+position.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import json
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +43,7 @@ from service.telemetry._build import (
 )
 from service.telemetry._codec import decode, encode
 from service.telemetry._errors import TelemetryStoreError
+from service.telemetry._leases import Fence, LeaseConfig, PartitionLeases, check_fence
 
 __all__ = ["DEVICE_BUCKET_MS", "CommitResult", "DeadLetter", "DeviceRollupRow", "TelemetryStore"]
 
@@ -169,14 +173,22 @@ class TelemetryStore:
         bucket_ms: int,
         now: datetime,
         device_bucket_ms: int = DEVICE_BUCKET_MS,
+        fence: Fence | None = None,
     ) -> CommitResult:
         """Store one worker batch (see the module docstring); `positions` are the partitions'
-        last received sequences, which become their committed positions."""
+        last received sequences, which become their committed positions.
+
+        Raises:
+            LeaseLostError: `fence` was given and its worker no longer holds the lease of one
+                of the partitions under the fenced epoch; nothing was written.
+        """
         deltas = {
             p: _PartitionDelta(committed=s, last=last_sequences.get(p))
             for p, s in positions.items()
         }
         with self._unit() as conn:
+            if fence is not None:
+                check_fence(conn, fence, positions)
             fresh = self._drop_seen(conn, accepted, deltas)
             rows = build_rows(fresh)
             self._bulk(conn, t.inference, rows.inference)
@@ -328,6 +340,12 @@ class TelemetryStore:
                     },
                 )
             )
+
+    def leases(
+        self, partitions: Sequence[str], config: LeaseConfig, clock: Callable[[], datetime]
+    ) -> PartitionLeases:
+        """One worker's partition leases, kept in this database (migration 0009)."""
+        return PartitionLeases(self._unit, partitions, config, clock)
 
     def note_last_sequences(self, last: dict[str, int | None], now: datetime) -> None:
         """Record how far the source's partitions reach (for lag), when nothing was received."""
