@@ -7,7 +7,8 @@ started on the same fleet folder with its slice, `i/K` (`infra.fleet.host_slice`
 
 - starts its devices (each with its own hub session, agent state and cores, as in one process);
 - writes one JSON status line to stdout when its devices are started, then every
-  `--report-s` seconds: `{"host", "devices", "connected", "rss_bytes", "cpu_s", "core_reboots"}`;
+  `--report-s` seconds: `{"host", "devices", "connected", "rss_bytes", "cpu_s",
+  "core_reboots"}` (RSS and CPU include the core processes of devices that run them);
 - stops its devices in order and exits 0 on SIGTERM, SIGINT or EOF on stdin.
 
 `spawn_hosts` starts K of them from the hub's process and waits for their first line;
@@ -58,28 +59,39 @@ def _parser() -> argparse.ArgumentParser:
 
 def _status(index: int, fleet: Fleet) -> dict[str, Any]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)  # core processes that ended
+    cores = [p.pid for device in fleet.devices.values() for p in device.processes.values()]
     connected = sum(
         1
         for device in fleet.devices.values()
         if device.hub_client is not None and device.hub_client.connected.is_set()
     )
+    cpu = usage.ru_utime + usage.ru_stime + reaped.ru_utime + reaped.ru_stime
     return {
         "host": index,
         "devices": len(fleet.devices),
         "connected": connected,
-        "rss_bytes": _rss_bytes(),
-        "cpu_s": round(usage.ru_utime + usage.ru_stime + children.ru_utime + children.ru_stime, 3),
+        "rss_bytes": _rss_bytes() + sum(_rss_bytes(pid) for pid in cores),
+        "cpu_s": round(cpu + sum(_cpu_s(pid) for pid in cores), 3),
         "core_reboots": fleet.core_reboots,
     }
 
 
-def _rss_bytes() -> int:
-    """This process's resident set now (not its peak), from /proc."""
+def _cpu_s(pid: int) -> float:
+    """A live process's user + system CPU seconds, from /proc; 0 once it is gone."""
     try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_bytes(pid: int | str = "self") -> int:
+    """A process's resident set now (not its peak), from /proc; 0 once it is gone."""
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
     except (OSError, IndexError, ValueError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return 0
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
