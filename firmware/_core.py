@@ -23,7 +23,7 @@ from typing import IO
 
 from firmware._errors import ModelRejectedError, StorageError
 from firmware._image import FirmwareImage
-from firmware._runtime import ModelRuntime, check_operators
+from firmware._runtime import InterpreterCache, ModelRuntime, check_operators
 from firmware._slots import SlotRecord, SlotStore
 from firmware.icc import (
     ANOMALY_FLAG_VERSION,
@@ -87,8 +87,16 @@ class _Transfer:
 
 
 class CoreMachine:
-    def __init__(self, config: CoreConfig, store: SlotStore, now: float) -> None:
+    def __init__(
+        self,
+        config: CoreConfig,
+        store: SlotStore,
+        now: float,
+        *,
+        interpreters: InterpreterCache | None = None,
+    ) -> None:
         self.config = config
+        self._interpreters = interpreters  # shared with the other cores of this thread, if any
         self.store = store
         self.hooks = store.hooks
         self.link = ReliableLink.for_profile(config.profile)
@@ -416,7 +424,9 @@ class CoreMachine:
         self.hooks.point("activate:recorded")
         record = self.table.slots[slot]
         try:
-            runtime = ModelRuntime(self.store.read(slot), record, self.config.image)
+            runtime = ModelRuntime(
+                self.store.read(slot), record, self.config.image, self._interpreters
+            )
             outcome = runtime.self_test()
         except ModelRejectedError as exc:
             return self._trial_failed(slot, exc.reason, exc.detail, 0, 0, 0)
@@ -503,7 +513,12 @@ class CoreMachine:
             return
         try:
             self._use(
-                ModelRuntime(self.store.read(slot), self.table.slots[slot], self.config.image)
+                ModelRuntime(
+                    self.store.read(slot),
+                    self.table.slots[slot],
+                    self.config.image,
+                    self._interpreters,
+                )
             )
         except ModelRejectedError as exc:
             self.table.last_reason = (

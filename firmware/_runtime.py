@@ -7,13 +7,20 @@ anomaly detectors (autoencoders) report the reconstruction error as the score, a
 label 1) a window whose error is above the model's `threshold`. The threshold is fixed by the
 builder from healthy training windows, so it travels with each model version; an anomaly
 model without a usable threshold is refused at load (MODEL_INVALID), never run with a guess.
+
+Cores served by one thread (`firmware.host`) may share one `InterpreterCache`: runtimes of the
+same model bytes and arena size then run through one interpreter. That is sound because every
+use (`_invoke`: set input, invoke, read output) runs to completion on that thread, and a model
+with variable tensors (state between invokes) always gets an interpreter of its own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,9 +32,20 @@ from firmware._image import FirmwareImage
 from firmware._slots import SlotRecord
 from firmware.icc import NO_LABEL, ReasonCode
 from firmware.models._export import METADATA_KEY
-from firmware.models._tflm import load_interpreter, model_metadata, model_operators
+from firmware.models._tflm import (
+    load_interpreter,
+    model_has_variables,
+    model_metadata,
+    model_operators,
+)
 
-__all__ = ["InferenceResult", "ModelRuntime", "SelfTestOutcome", "check_operators"]
+__all__ = [
+    "InferenceResult",
+    "InterpreterCache",
+    "ModelRuntime",
+    "SelfTestOutcome",
+    "check_operators",
+]
 
 _NUMPY_DTYPES = {
     "int8": np.int8,
@@ -73,11 +91,56 @@ def check_operators(model: bytes, image: FirmwareImage) -> list[str]:
     return operators
 
 
+class _Loaded:
+    """One interpreter, kept alive by the runtimes that use it (the cache holds it weakly)."""
+
+    def __init__(self, interpreter: Any) -> None:
+        self.interpreter = interpreter
+
+
+class InterpreterCache:
+    """TFLM interpreters by (model sha256, arena bytes), shared by the runtimes of one thread;
+    an entry lives as long as some runtime uses it."""
+
+    def __init__(self) -> None:
+        self._entries: weakref.WeakValueDictionary[tuple[str, int], _Loaded] = (
+            weakref.WeakValueDictionary()
+        )
+        self.loads = 0  # interpreters built
+        self.shared = 0  # runtimes given an interpreter that already existed
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def interpreter(self, model: bytes, arena_bytes: int) -> _Loaded:
+        """Raises RuntimeError like `load_interpreter`."""
+        key = (hashlib.sha256(model).hexdigest(), arena_bytes)
+        entry = self._entries.get(key)
+        if entry is not None:
+            self.shared += 1
+            return entry
+        entry = _Loaded(load_interpreter(model, arena_bytes))
+        self.loads += 1
+        try:
+            stateful = model_has_variables(model)
+        except ValueError:
+            stateful = True
+        if not stateful:
+            self._entries[key] = entry
+        return entry
+
+
 class ModelRuntime:
     """A loaded model, ready to run."""
 
-    def __init__(self, model: bytes, record: SlotRecord, image: FirmwareImage) -> None:
-        """Load and check the model.
+    def __init__(
+        self,
+        model: bytes,
+        record: SlotRecord,
+        image: FirmwareImage,
+        interpreters: InterpreterCache | None = None,
+    ) -> None:
+        """Load and check the model (through `interpreters` when given).
 
         Raises:
             ModelRejectedError: with OPERATOR_UNSUPPORTED, FIRMWARE_INCOMPATIBLE,
@@ -90,12 +153,16 @@ class ModelRuntime:
                 f"needs firmware {record.min_firmware_version}, running {image.version}",
             )
         try:
-            self._interpreter: Any = load_interpreter(model, record.arena_bytes)
+            if interpreters is None:
+                self._loaded = _Loaded(load_interpreter(model, record.arena_bytes))
+            else:
+                self._loaded = interpreters.interpreter(model, record.arena_bytes)
         except RuntimeError as exc:
             reason = (
                 ReasonCode.ARENA_TOO_SMALL if "allocate" in str(exc) else ReasonCode.MODEL_INVALID
             )
             raise ModelRejectedError(reason, f"{exc} (arena {record.arena_bytes} bytes)") from exc
+        self._interpreter: Any = self._loaded.interpreter
         self.record = record
         inp, out = self._interpreter.get_input_details(0), self._interpreter.get_output_details(0)
         self._check(inp, record.input_dtype, record.input_shape, "input")

@@ -4,15 +4,20 @@ after N inferences (a model that crashes its core once it runs, for testing the 
 A real power cut can happen between any two instructions; these hooks let tests stop the core
 process at the points where that matters (between writing a slot and recording it, between
 recording a trial and loading it, ...) and at every inbound message, with `os._exit` so that
-nothing is flushed or cleaned up, exactly like SIGKILL.
+nothing is flushed or cleaned up, exactly like SIGKILL. A core hosted in a shared process
+(`firmware.host`) cannot exit the process: its hooks raise `CoreHalted` instead, which unwinds
+out of the core's code (no handler of the core catches a `BaseException`) to the host, which
+drops the core where it stood.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NoReturn
 
-__all__ = ["CRASH_EXIT_CODE", "CRASH_POINTS", "FaultHooks"]
+__all__ = ["CRASH_EXIT_CODE", "CRASH_POINTS", "CoreHalted", "FaultHooks", "halt"]
 
 CRASH_EXIT_CODE = 86
 
@@ -29,6 +34,19 @@ CRASH_POINTS = (
 )
 
 
+class CoreHalted(BaseException):
+    """A fault hook fired in a core hosted in-process: the host drops that core."""
+
+
+def _exit_process() -> NoReturn:
+    os._exit(CRASH_EXIT_CODE)
+
+
+def halt() -> NoReturn:
+    """The `die` of an in-process core."""
+    raise CoreHalted(CRASH_EXIT_CODE)
+
+
 @dataclass
 class FaultHooks:
     """Which fault to inject; the default injects nothing."""
@@ -38,6 +56,7 @@ class FaultHooks:
     crash_after_message: int | None = None  # die after handling (and answering) the Nth
     crash_after_inferences: int | None = None  # die instead of running inference N+1 of a boot
     messages_seen: int = 0
+    die: Callable[[], NoReturn] = field(default=_exit_process, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.crash_point is not None and self.crash_point not in CRASH_POINTS:
@@ -48,18 +67,18 @@ class FaultHooks:
     def point(self, name: str) -> None:
         """Die here if this is the configured crash point."""
         if name == self.crash_point:
-            os._exit(CRASH_EXIT_CODE)
+            self.die()
 
     def message_arrived(self) -> None:
         self.messages_seen += 1
         if self.messages_seen == self.crash_before_message:
-            os._exit(CRASH_EXIT_CODE)
+            self.die()
 
     def message_handled(self) -> None:
         if self.messages_seen == self.crash_after_message:
-            os._exit(CRASH_EXIT_CODE)
+            self.die()
 
     def inference_starting(self, done: int) -> None:
         """Die before the next inference once `done` results were produced since boot."""
         if self.crash_after_inferences is not None and done >= self.crash_after_inferences:
-            os._exit(CRASH_EXIT_CODE)
+            self.die()

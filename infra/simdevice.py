@@ -1,32 +1,58 @@
-"""A simulated device: the agent, its IoT Hub session and two simulated M4 core processes.
+"""A simulated device: the agent, its IoT Hub session and two simulated M4 cores.
 
-The composition root that `tinyfleet agent run`, the fleet simulator and the tests share. Each
-core is a separate OS process speaking the inter-core protocol over a SOCK_SEQPACKET socket pair;
-the agent speaks MQTT over TLS to the hub; repository metadata and targets come over HTTP(S) (or
-from a store, for in-process simulations).
+The composition root that `tinyfleet agent run`, the fleet simulator and the tests share. The
+agent speaks MQTT over TLS to the hub; repository metadata and targets come over HTTP(S) (or
+from a store, for in-process simulations). The cores run in one of two modes:
+
+ * `core_mode="process"` (the default): each core is a separate OS process
+   (`python -m firmware.core`) speaking the inter-core protocol over a SOCK_SEQPACKET socket
+   pair; a power cut is a real SIGKILL.
+ * `core_mode="inprocess"`: each core is a `CoreMachine` on a `firmware.host.CoreReactor` (one
+   thread for every device of the process) behind an in-process datagram pipe; a power cut
+   drops the machine where it stands and closes its link. The slot files, the protocol and the
+   agent are the same, so both modes boot, swap, revert and report alike.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, Protocol
 
 from tuf.ngclient import FetcherInterface, Urllib3Fetcher
 
 from device_agent.agent import Agent, AgentConfig, HubPort
 from device_agent.hub_client import HubClient, HubOptions
 from device_agent.hub_dialect import ConnectionString
-from device_agent.intercore import CoreClient, CoreProcess
+from device_agent.intercore import (
+    CoreClient,
+    CoreProcess,
+    CoreTransport,
+    DatagramTransport,
+    datagram_pipe,
+)
 from device_agent.protocol import DesiredService
 from device_agent.target_source import HttpTargetSource, StoreTargetSource, TargetSource
 from firmware import core as firmware_core
+from firmware.host import CoreBoot, CoreReactor, HostedCore, shared_reactor
 from firmware.icc import profile_named
 from signing.files import atomic_write
 from signing.store import RepositoryStore, StoreFetcher
 
-__all__ = ["CoreSpec", "QueryFetcher", "SimulatedDevice", "default_firmware"]
+__all__ = [
+    "CoreMode",
+    "CoreSpec",
+    "InProcessCore",
+    "QueryFetcher",
+    "SimulatedDevice",
+    "default_firmware",
+]
+
+CoreMode = Literal["process", "inprocess"]
+CORE_MODES: tuple[CoreMode, ...] = ("process", "inprocess")
 
 FIRMWARE_DIR = Path(__file__).resolve().parents[1] / "firmware" / "images"
 
@@ -55,6 +81,61 @@ class CoreSpec:
     crash_after_inferences: int | None = None  # a crashing model: every boot dies after N
 
 
+class RunningCore(Protocol):
+    """What the device keeps of one running core, in either mode (`CoreProcess` or
+    `InProcessCore`)."""
+
+    @property
+    def transport(self) -> CoreTransport: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    def exit_status(self, timeout: float = 0.0) -> int | None: ...
+
+    def kill(self) -> int: ...
+
+    def stop(self, timeout: float = 5.0) -> int: ...
+
+
+class InProcessCore:
+    """A core booted on a reactor and the agent's end of its pipe: a `CoreProcess` look-alike."""
+
+    def __init__(self, hosted: HostedCore, transport: DatagramTransport) -> None:
+        self.hosted = hosted
+        self.transport = transport
+
+    @property
+    def alive(self) -> bool:
+        return self.hosted.alive
+
+    @property
+    def boot_id(self) -> int:
+        return self.hosted.boot_id
+
+    def exit_status(self, timeout: float = 0.0) -> int | None:
+        return self.hosted.exit_status(timeout)
+
+    def kill(self) -> int:
+        """A power cut: the core is dropped where it stands; its slot files stay on disk."""
+        code = self.hosted.kill()
+        self.transport.close()
+        return code
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """Close the link (the core ends on EOF); power it off if it lingers."""
+        self.transport.close()
+        code = self.hosted.exit_status(timeout)
+        return self.hosted.kill() if code is None else code
+
+
+def _boot_id(running: RunningCore) -> int:
+    if isinstance(running, CoreProcess):
+        return running.pid
+    assert isinstance(running, InProcessCore)
+    return running.boot_id
+
+
 class SimulatedDevice:
     def __init__(
         self,
@@ -72,13 +153,22 @@ class SimulatedDevice:
         cores: dict[str, CoreSpec] | None = None,
         health_interval_s: float = 30.0,
         restart_cores: bool = True,
+        core_mode: CoreMode = "process",
+        reactor: CoreReactor | None = None,
+        agent_poll_s: float | None = None,
     ) -> None:
+        """`reactor` serves the cores in `inprocess` mode (default: the process's shared one);
+        `agent_poll_s` overrides how often the agent's loop wakes when nothing arrives."""
+        if core_mode not in CORE_MODES:
+            raise ValueError(f"core_mode must be one of {', '.join(CORE_MODES)}, not {core_mode!r}")
+        self.core_mode = core_mode
+        self._reactor = reactor
         self.profile = profile_named(profile)
         self.state_dir = state_dir
         self.specs = cores or {
             core: CoreSpec(seed=i) for i, core in enumerate(self.profile.core_ids)
         }
-        self.processes: dict[str, CoreProcess] = {}
+        self.processes: dict[str, RunningCore] = {}
         self.revived_cores = 0  # restarts of a core whose process had exited (a power cut)
         for core, spec in self.specs.items():  # the image each core was last switched to
             choice = self._firmware_choice(core)
@@ -97,6 +187,8 @@ class SimulatedDevice:
             health_interval_s=health_interval_s,
             restart_cores=restart_cores,
         )
+        if agent_poll_s is not None:
+            config = dataclasses.replace(config, poll_interval_s=agent_poll_s)
         self._store = store
         self.hub_client: HubClient | None = None
         if hub is None:
@@ -134,6 +226,8 @@ class SimulatedDevice:
         spec = self.specs[core]
         state = self.state_dir / "cores"
         state.mkdir(parents=True, exist_ok=True)
+        if self.core_mode == "inprocess":
+            return self._host_core(core, spec, state)
         process = CoreProcess.spawn(
             lambda fd: firmware_core.command_line(
                 core_id=core,
@@ -150,6 +244,26 @@ class SimulatedDevice:
         )
         self.processes[core] = process
         return CoreClient(process.transport, self.profile)
+
+    def _host_core(self, core: str, spec: CoreSpec, state: Path) -> CoreClient:
+        reactor = self._reactor or shared_reactor()
+        transport, port = datagram_pipe()
+        boot = CoreBoot(
+            core_id=core,
+            state_dir=state,
+            firmware=spec.firmware,
+            profile=self.profile.name,
+            inference_period_s=spec.inference_period_s,
+            seed=spec.seed,
+            crash_point=spec.crash_point,
+            crash_after_inferences=spec.crash_after_inferences,
+        )
+        self.processes[core] = InProcessCore(reactor.boot(boot, port), transport)
+        return CoreClient(transport, self.profile)
+
+    def core_boot_ids(self) -> dict[str, int]:
+        """core -> an id of its current boot (the pid in process mode): changes on a restart."""
+        return {core: _boot_id(running) for core, running in self.processes.items()}
 
     def restart_core(self, core: str, firmware: Path | None = None) -> CoreClient:
         """Power-cycle one core, booting `firmware` from now on if given (kept across runs)."""
@@ -208,4 +322,6 @@ class SimulatedDevice:
             self.hub_client.stop()
 
     def kill_core(self, core: str) -> int:
+        """A power cut of one core: SIGKILL of its process, or, in process, the core dropped
+        mid-state; either way -SIGKILL, and the agent finds out from its link."""
         return self.processes[core].kill()

@@ -13,7 +13,7 @@ from typing import Any
 from device_agent.protocol import decode_batch
 from device_agent.protocol.summary import SUMMARY_SCHEMA, SummaryBatch, decode_summaries
 from device_agent.protocol.telemetry import TelemetryBatch
-from infra.simdevice import CoreSpec, SimulatedDevice
+from infra.simdevice import CoreMode, CoreSpec, SimulatedDevice
 from service.trust import ArtifactSpec
 from tests.signing_world import World
 
@@ -109,8 +109,10 @@ def simulated_device(
     period_s: float = 0.05,
     health_interval_s: float = 30.0,
     restart_cores: bool = True,
+    core_mode: CoreMode = "process",
 ) -> SimulatedDevice:
-    """An MT3620 device (agent and two real core processes) reading `world`'s store."""
+    """An MT3620 device (agent and two real cores, processes unless `core_mode` says
+    "inprocess") reading `world`'s store."""
     return SimulatedDevice(
         device_id=device_id,
         hardware_id="mt3620",
@@ -122,6 +124,7 @@ def simulated_device(
         store=world.store,
         health_interval_s=health_interval_s,
         restart_cores=restart_cores,
+        core_mode=core_mode,
         cores={
             "m4-0": CoreSpec(inference_period_s=period_s, seed=1),
             "m4-1": CoreSpec(inference_period_s=period_s, seed=2),

@@ -40,8 +40,11 @@ from device_agent.intercore._state import HostPhase
 from device_agent.intercore._target import ModelTarget, SelfTestVector
 from device_agent.intercore._transport import (
     CoreTransport,
+    DatagramPort,
+    DatagramTransport,
     MemoryTransport,
     SeqpacketTransport,
+    datagram_pipe,
     memory_pipe,
 )
 
@@ -60,6 +63,8 @@ __all__ = [
     "CoreStatus",
     "CoreTransport",
     "CoreUnavailableError",
+    "DatagramPort",
+    "DatagramTransport",
     "FaultPlan",
     "FaultyChannel",
     "HostPhase",
@@ -74,5 +79,6 @@ __all__ = [
     "TargetMetadataError",
     "crash_code",
     "crash_reason",
+    "datagram_pipe",
     "memory_pipe",
 ]

@@ -8,7 +8,11 @@ owner is not inside a call (it acknowledges the core's frames, retransmits, and 
 so a core is never starved while the agent works on another core or waits on the network. The
 owner's calls and the pump share one lock; the pump never waits for it (a call in progress
 pumps the link itself). `close()` stops the thread and closes the transport (the core sees EOF);
-`detach()` stops the thread and leaves the transport open for another client.
+`detach()` stops the thread and leaves the transport open for another client. Over a transport
+that can call a listener when a message arrives (`set_listener`, the in-process datagram pipe),
+the pump sleeps until then, or until its own retransmission is due, instead of waking every
+`pump_interval_s`: a thousand idle cores then cost a thousand sleeping threads, not 50 000
+wake-ups a second.
 
 Memory: `stage()` consumes the model as an iterator of chunks and holds at most one chunk plus
 `window` frames in flight, whatever the model size. One owner thread per client, plus its pump.
@@ -87,13 +91,20 @@ class ClientLimits:
     # how often the pump thread services the link between calls; well under the core's
     # patience (profile.retransmit_timeout_s * profile.max_retransmits)
     pump_interval_s: float = 0.02
+    # over a transport that signals arrivals: the longest the pump sleeps when nothing is in
+    # flight (it wakes at once on an arrival, and at the link's retransmission deadline)
+    pump_idle_s: float = 2.0
 
 
 def _locked(method: _F) -> _F:
     @functools.wraps(method)
     def call(self: CoreClient, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
-            return method(self, *args, **kwargs)
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                if self._signalled and self._link.next_deadline() is not None:
+                    self._wake.set()  # frames in flight: the pump must watch their deadline
 
     return call  # type: ignore[return-value]
 
@@ -123,6 +134,8 @@ class CoreClient:
         self._running: RunningModel | None = None
         self._lock = threading.RLock()
         self._stopping = threading.Event()
+        self._wake = threading.Event()  # set by the transport's listener on each arrival
+        self._signalled = False  # the transport calls the listener: the pump need not poll
         self._transport_failed = False
         self._pump_thread: threading.Thread | None = None
 
@@ -332,21 +345,36 @@ class CoreClient:
             return
         if self._stopping.is_set() or self._transport_failed:
             return
+        listen = getattr(self._transport, "set_listener", None)
+        if callable(listen):
+            listen(self._wake.set)
+            self._signalled = True
         name = f"core-pump-{self.core_id or id(self)}"
         self._pump_thread = threading.Thread(target=self._pump_loop, name=name, daemon=True)
         self._pump_thread.start()
 
     def _stop_pump(self) -> None:
         self._stopping.set()
+        self._wake.set()
         thread = self._pump_thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
 
     def _pump_loop(self) -> None:
         """Between the owner's calls: take what arrived, acknowledge it, retransmit when due."""
-        while not self._stopping.wait(self.limits.pump_interval_s):
+        interval = self.limits.pump_interval_s
+        wait = interval
+        while True:
+            if self._signalled:
+                self._wake.wait(wait)
+                self._wake.clear()  # before draining: a later arrival sets it again
+            else:
+                self._stopping.wait(wait)
+            if self._stopping.is_set():
+                return
             if not self._lock.acquire(blocking=False):
-                continue  # a call is in progress and pumps the link itself
+                wait = interval  # a call is in progress and pumps the link itself
+                continue
             try:
                 if self._stopping.is_set() or self._transport_failed:
                     return
@@ -355,7 +383,17 @@ class CoreClient:
             except CoreUnavailableError:
                 pass  # the phase says DISCONNECTED; the owner finds out on its next call
             finally:
+                wait = self._pump_wait() if self._signalled else interval
                 self._lock.release()
+
+    def _pump_wait(self) -> float:
+        """How long a signalled pump may sleep: until the link's next retransmission, within
+        [pump_interval_s, pump_idle_s]."""
+        limits = self.limits
+        deadline = self._link.next_deadline()
+        if deadline is None:
+            return limits.pump_idle_s
+        return min(limits.pump_idle_s, max(limits.pump_interval_s, deadline - self._clock()))
 
     def _drain(self) -> None:
         """Flush, then take every message already received, without waiting."""

@@ -15,6 +15,7 @@ __all__ = [
     "OPERATOR_NAMES",
     "find_min_arena",
     "load_interpreter",
+    "model_has_variables",
     "model_metadata",
     "model_operators",
 ]
@@ -100,3 +101,21 @@ def model_metadata(model: bytes, key: str) -> bytes | None:
             buffer = root.Buffers(entry.Buffer())
             return bytes(buffer.DataAsNumpy().tobytes()) if buffer.DataLength() else b""
     return None
+
+
+def model_has_variables(model: bytes) -> bool:
+    """Whether any tensor of the model is a variable (state kept from one invoke to the next, as
+    in a recurrent model): such a model's interpreter must not be shared.
+
+    Raises:
+        ValueError: the bytes are not a readable TFLite flatbuffer.
+    """
+    root = _root(model)
+    try:
+        for g in range(root.SubgraphsLength()):
+            graph = root.Subgraphs(g)
+            if any(graph.Tensors(t).IsVariable() for t in range(graph.TensorsLength())):
+                return True
+    except Exception as exc:  # any reader failure means "not a model"
+        raise ValueError(f"not a TFLite flatbuffer: {exc}") from exc
+    return False

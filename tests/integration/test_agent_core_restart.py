@@ -1,18 +1,25 @@
-"""A core process that dies (SIGKILL, a power cut) is restarted by the agent itself, reconnects,
-heartbeats and runs its model again; the restart is reported as an event."""
+"""A core that dies (SIGKILL of its process, or dropped by its in-process host: a power cut) is
+restarted by the agent itself, reconnects, heartbeats and runs its model again; the restart is
+reported as an event."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from infra.simdevice import CoreMode
 from tests.agent_world import MemoryHub, deploy, sign_prebuilt, simulated_device, wait_for
 from tests.signing_world import World
 
 
-def test_a_killed_core_is_restarted_by_the_agent_and_heartbeats_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["process", "inprocess"])
+def test_a_killed_core_is_restarted_by_the_agent_and_heartbeats_again(
+    tmp_path: Path, mode: CoreMode
+) -> None:
     world = World(tmp_path / "world")
     hub = MemoryHub("dev-1")
-    device = simulated_device(tmp_path, world, hub, period_s=0.05)
+    device = simulated_device(tmp_path, world, hub, period_s=0.05, core_mode=mode)
     device.start()
     try:
         sign_prebuilt(world, "r1", {"m4-0": "kws-v1.0.0", "m4-1": "vibration-v1.0.0"})
@@ -20,10 +27,10 @@ def test_a_killed_core_is_restarted_by_the_agent_and_heartbeats_again(tmp_path: 
         device.agent.on_desired(hub.set_desired(deploy("wf-1", "dev-1")))
         wait_for(lambda: hub.agent().get("installedReleaseId") == "r1", what="r1 installed")
 
-        before = device.processes["m4-1"].pid
+        before = device.core_boot_ids()["m4-1"]
         assert device.kill_core("m4-1") == -9
         wait_for(
-            lambda: device.processes["m4-1"].pid != before and device.processes["m4-1"].alive,
+            lambda: device.core_boot_ids()["m4-1"] != before and device.processes["m4-1"].alive,
             what="the agent restarted m4-1",
         )
         assert device.revived_cores == 1

@@ -42,11 +42,13 @@ def _fresh_agent(device: SimulatedDevice, before_command: object = None) -> Agen
     return device.agent
 
 
-@pytest.fixture
-def installed_r1(tmp_path: Path) -> Iterator[tuple[World, MemoryHub, SimulatedDevice]]:
+@pytest.fixture(params=["process", "inprocess"])
+def installed_r1(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[World, MemoryHub, SimulatedDevice]]:
     world = World(tmp_path / "world")
     hub = MemoryHub("dev-1")
-    device = simulated_device(tmp_path, world, hub, period_s=0.2)
+    device = simulated_device(tmp_path, world, hub, period_s=0.2, core_mode=request.param)
     device.start()
     sign_prebuilt(world, "r1", {"m4-0": "kws-v1.0.0", "m4-1": "vibration-v1.0.0"})
     sign_prebuilt(world, "r2", {"m4-0": "kws-v2.0.0", "m4-1": "vibration-v2.0.0"})

@@ -1,7 +1,8 @@
-"""The agent with two real core processes installs signed releases, refuses bad ones, reports.
+"""The agent with two real cores installs signed releases, refuses bad ones, reports.
 
 The hub is the in-memory port (the MQTT path is covered with the mock hub elsewhere); the trust
-chain, the streaming verifier, the inter-core protocol, TFLM and the core processes are real.
+chain, the streaming verifier, the inter-core protocol, TFLM and the cores are real: each test
+runs with core processes and with cores hosted in process.
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from tests.agent_world import MemoryHub, deploy, sign_prebuilt, simulated_device
 from tests.signing_world import World
 
 
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[tuple[World, MemoryHub, SimulatedDevice]]:
+@pytest.fixture(params=["process", "inprocess"])
+def rig(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[World, MemoryHub, SimulatedDevice]]:
     world = World(tmp_path / "world")
     hub = MemoryHub("dev-1")
-    device = simulated_device(tmp_path, world, hub, period_s=0.05, health_interval_s=1.0)
+    device = simulated_device(
+        tmp_path, world, hub, period_s=0.05, health_interval_s=1.0, core_mode=request.param
+    )
     device.start()
     try:
         yield world, hub, device

@@ -1,5 +1,6 @@
-"""Real core processes: install, swap, refuse bad releases with reason codes, and survive being
-killed at every message boundary and every crash point of a swap."""
+"""Real cores, as processes and hosted in process: install, swap, refuse bad releases with
+reason codes, and survive being killed at every message boundary and every crash point of a
+swap (in process, the fault hooks drop the core instead of exiting the process)."""
 
 from __future__ import annotations
 
@@ -141,7 +142,7 @@ def test_killing_the_core_anywhere_in_a_swap_leaves_a_working_model_that_matches
         with pytest.raises(CoreUnavailableError):
             install(client, "vibration-v2.0.0")
             client.status()  # a crash after the last message shows on the next call
-        assert process.process.wait(timeout=10) == CRASH_EXIT_CODE, (kind, value)
+        assert process.exit_status(timeout=10) == CRASH_EXIT_CODE, (kind, value)
         process.transport.close()
         restarted, client = spawn_core(state)
         client.connect()

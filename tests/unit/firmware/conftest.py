@@ -1,5 +1,6 @@
-"""Fixtures: prebuilt model targets, and a core running in a thread behind an in-memory
-transport (with faults), so the real core logic and the real host client meet without processes."""
+"""Fixtures: prebuilt model targets, a core running in a thread behind an in-memory transport
+(with faults), and cores hosted on a `CoreReactor` behind datagram pipes, so the real core logic
+and the real host client meet without processes."""
 
 from __future__ import annotations
 
@@ -10,14 +11,23 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from device_agent.intercore import CoreClient, FaultPlan, MemoryTransport, ModelTarget, memory_pipe
+from device_agent.intercore import (
+    CoreClient,
+    FaultPlan,
+    MemoryTransport,
+    ModelTarget,
+    datagram_pipe,
+    memory_pipe,
+)
 from device_agent.intercore._errors import CoreUnavailableError
 from firmware._core import CoreConfig, CoreMachine
 from firmware._image import FirmwareImage
 from firmware._slots import SlotStore
+from firmware.host import CoreBoot, CoreReactor, HostedCore
 from firmware.icc import MT3620, DeviceProfile, IccError
 from firmware.models import PREBUILT_DIR
 
@@ -105,3 +115,38 @@ def thread_core(tmp_path: Path) -> Iterator[object]:
     yield make
     for core in cores:
         core.close()
+
+
+@pytest.fixture
+def reactor() -> Iterator[CoreReactor]:
+    with CoreReactor() as host:
+        yield host
+
+
+@pytest.fixture
+def hosted_core(tmp_path: Path, reactor: CoreReactor) -> Iterator[Any]:
+    """Boot a core on the test's reactor behind a datagram pipe: (client, hosted core)."""
+    clients: list[CoreClient] = []
+
+    def boot(
+        state: Path = tmp_path,
+        core_id: str = "m4-0",
+        image: str = "m4-1.0.0.json",
+        *,
+        capacity: int = 128,
+        inference_period_s: float = 0.05,
+        heartbeat_period_s: float = 1.0,
+        **faults: Any,
+    ) -> tuple[CoreClient, HostedCore]:
+        transport, port = datagram_pipe(capacity)
+        spec = CoreBoot(
+            core_id, state, IMAGES / image, "mt3620", inference_period_s, heartbeat_period_s,
+            **faults,
+        )  # fmt: skip
+        core = reactor.boot(spec, port)
+        clients.append(CoreClient(transport, MT3620))
+        return clients[-1], core
+
+    yield boot
+    for client in clients:
+        client.close()
