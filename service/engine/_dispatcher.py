@@ -34,7 +34,7 @@ from service.engine._config import EngineConfig
 from service.engine._engine import Hook
 from service.engine._errors import DispatchError
 from service.engine._ports import DirectorPort, Notice, Notifier
-from service.hubgateway import HubGateway, HubGatewayError, ServiceSpec
+from service.hubgateway import DeviceTwin, HubGateway, HubGatewayError, ServiceSpec
 from service.storage import MAX_PAGE, NotFoundError, OutboxMessage, Storage, UnitOfWork
 
 __all__ = ["Dispatcher"]
@@ -63,6 +63,7 @@ class Dispatcher:
         self._notifier = notifier
         self._config = config
         self._hook = hook
+        self._desired: dict[str, tuple[str | None, int | None]] = {}  # this round's (see run_once)
 
     def use_config(self, config: EngineConfig) -> None:
         """Write offers from now on with `config`'s URLs (e.g. a fresh signed grant)."""
@@ -75,6 +76,7 @@ class Dispatcher:
             messages = uow.outbox.claim(limit=self._config.dispatch_batch, now=now)
             held = self._held_lanes(uow.outbox.failing(limit=MAX_PAGE), now)
         self._hook("dispatch.claimed")
+        self._desired = self._desired_workflows(messages)
         done: list[int] = []
         failures: list[tuple[OutboxMessage, str]] = []
         deferred: dict[datetime, list[int]] = {}
@@ -174,32 +176,64 @@ class Dispatcher:
             query=c.query_for(device_id),
         )
 
+    def _desired_workflows(
+        self, messages: list[OutboxMessage]
+    ) -> dict[str, tuple[str | None, int | None]]:
+        """The desired workflow of every device an offer or revoke of the round names, read in
+        batched twin queries (`get_twins`: one per 100 devices, not one call per message); the
+        round then keeps it current with its own writes (`_set_desired`). A device the hub does
+        not know is left out and read alone when its message runs, so its failure is that
+        message's; a hub that cannot answer fails the round before anything ran (no attempt is
+        counted against the messages: they are claimed again next round)."""
+        wanted = [
+            m.payload["device_id"]
+            for m in messages
+            if m.kind in _TWIN_KINDS
+            and isinstance(m.payload, Mapping)
+            and isinstance(m.payload.get("device_id"), str)
+        ]
+        if not wanted:
+            return {}
+        twins = self._hub.get_twins(list(dict.fromkeys(wanted)))
+        return {device_id: _workflow_of(twin) for device_id, twin in twins.items()}
+
     def _desired_workflow(self, device_id: str) -> tuple[str | None, int | None]:
-        desired = self._hub.get_twin(device_id).desired_service or {}
-        workflow = desired.get("workflow")
-        if not isinstance(workflow, Mapping):
-            return None, None
-        wid, action = workflow.get("id"), workflow.get("action")
-        return (
-            wid if isinstance(wid, str) else None,
-            action if isinstance(action, int) else None,
-        )
+        known = self._desired.get(device_id)
+        if known is not None:
+            return known
+        return _workflow_of(self._hub.get_twin(device_id))
+
+    def _set_desired(self, device_id: str, action: WorkflowAction, workflow_id: str) -> None:
+        self._desired.pop(device_id, None)  # unknown if the write fails half-way
+        self._hub.set_desired_service(device_id, self._spec(device_id, action, workflow_id))
+        self._desired[device_id] = (workflow_id, int(action))
 
     def _offer(self, device_id: str, workflow_id: str) -> None:
         if self._desired_workflow(device_id) != (workflow_id, int(WorkflowAction.DEPLOY)):
-            self._hub.set_desired_service(
-                device_id, self._spec(device_id, WorkflowAction.DEPLOY, workflow_id)
-            )
+            self._set_desired(device_id, WorkflowAction.DEPLOY, workflow_id)
 
     def _revoke(self, device_id: str, workflow_id: str, now: datetime) -> None:
         wid, action = self._desired_workflow(device_id)
         if wid != workflow_id:
             return  # a newer offer (or nothing) is desired: the revoke is stale
         if action != int(WorkflowAction.CANCEL):
-            self._hub.set_desired_service(
-                device_id, self._spec(device_id, WorkflowAction.CANCEL, workflow_id)
-            )
+            self._set_desired(device_id, WorkflowAction.CANCEL, workflow_id)
         self._director.revoke(device_id, now)
+
+
+_TWIN_KINDS = frozenset({"OfferRelease", "RevokeOffer"})
+
+
+def _workflow_of(twin: DeviceTwin) -> tuple[str | None, int | None]:
+    desired = twin.desired_service or {}
+    workflow = desired.get("workflow")
+    if not isinstance(workflow, Mapping):
+        return None, None
+    wid, action = workflow.get("id"), workflow.get("action")
+    return (
+        wid if isinstance(wid, str) else None,
+        action if isinstance(action, int) else None,
+    )
 
 
 def _lane(message: OutboxMessage) -> str | None:
