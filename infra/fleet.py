@@ -31,7 +31,7 @@ import threading
 from collections.abc import Collection, Coroutine, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from device_agent.hub_client import HubOptions
@@ -40,7 +40,7 @@ from device_agent.protocol import DesiredService
 from device_agent.target_source import HttpTargetSource, TargetSource
 from infra._relay import Relay
 from infra.hub import BackgroundHub, provision_devices
-from infra.simdevice import CoreSpec, QueryFetcher, SimulatedDevice
+from infra.simdevice import CORE_MODES, CoreMode, CoreSpec, QueryFetcher, SimulatedDevice
 from signing.device_ids import device_segment
 from signing.files import atomic_write
 
@@ -86,6 +86,12 @@ class FleetOptions:
     health_interval_s: float = 30.0
     backoff_max_s: float = 5.0  # devices come back quickly after a cut or a hub restart
     reboot_dead_cores: bool = True  # each agent restarts a core that exits (power comes back)
+    # "process": two OS processes of cores per device (the default; real processes to kill);
+    # "inprocess": every core of this process on one reactor thread (thousands of devices).
+    core_mode: str = "process"
+    agent_poll_s: float | None = None  # how often an idle agent loop wakes (None: 0.1 s)
+    summary_interval_s: float = 0.0  # > 0: agents send telemetry summaries per interval
+    raw_sample_rate: float = 1.0  # with summaries: the share of raw inference rows kept
     # Seeded behaviour (the same devices behave the same way on every run with one seed):
     behaviour_seed: int = 0
     download_cut_share: float = 0.0  # devices whose link is cut once during a target download
@@ -93,9 +99,13 @@ class FleetOptions:
     sleepy_share: float = 0.0  # devices that sleep (link cut) `asleep_s` after `awake_s` up
     awake_s: float = 60.0
     asleep_s: float = 20.0
+    clock_skew_share: float = 0.0  # devices whose clock is off by up to clock_skew_max_s
+    clock_skew_max_s: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("download_cut_share", "sleepy_share"):
+        if self.core_mode not in CORE_MODES:
+            raise FleetError(f"core_mode must be one of {', '.join(CORE_MODES)}")
+        for name in ("download_cut_share", "sleepy_share", "clock_skew_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise FleetError(f"{name} must be between 0 and 1")
         if min(self.download_cut_s, self.awake_s, self.asleep_s) <= 0:
@@ -342,6 +352,13 @@ class Fleet:
             },
             health_interval_s=self.options.health_interval_s,
             restart_cores=self.options.reboot_dead_cores,
+            core_mode=cast(CoreMode, self.options.core_mode),
+            agent_poll_s=self.options.agent_poll_s,
+            agent_options={
+                "summary_interval_s": self.options.summary_interval_s,
+                "raw_sample_rate": self.options.raw_sample_rate,
+            },
+            clock_skew_s=self.behaviour_of(device_id)["clock_skew_s"],
         )
         device.route = lambda url: self._route(relay, url)
         self._arm_behaviour(device_id, relay)
@@ -370,7 +387,9 @@ class Fleet:
         cut = rng.randint(256, 2_048) if rng.random() < o.download_cut_share else None
         sleepy = rng.random() < o.sleepy_share
         first = rng.uniform(0, o.awake_s) if sleepy else None
-        return {"download_cut_after": cut, "first_sleep_s": first}
+        skewed = rng.random() < o.clock_skew_share
+        skew = rng.uniform(-o.clock_skew_max_s, o.clock_skew_max_s) if skewed else 0.0
+        return {"download_cut_after": cut, "first_sleep_s": first, "clock_skew_s": skew}
 
     def _arm_behaviour(self, device_id: str, relay: Relay) -> None:
         behaviour = self.behaviour_of(device_id)
@@ -460,4 +479,4 @@ class Fleet:
 
     def core_pids(self, device_id: str) -> dict[str, int]:
         device = self.devices[device_id]
-        return {core: process.pid for core, process in device.processes.items()}
+        return device.core_boot_ids()

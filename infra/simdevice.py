@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from tuf.ngclient import FetcherInterface, Urllib3Fetcher
 
@@ -156,9 +157,14 @@ class SimulatedDevice:
         core_mode: CoreMode = "process",
         reactor: CoreReactor | None = None,
         agent_poll_s: float | None = None,
+        agent_options: Mapping[str, Any] | None = None,
+        clock_skew_s: float = 0.0,
     ) -> None:
         """`reactor` serves the cores in `inprocess` mode (default: the process's shared one);
-        `agent_poll_s` overrides how often the agent's loop wakes when nothing arrives."""
+        `agent_poll_s` overrides how often the agent's loop wakes when nothing arrives;
+        `agent_options` sets other `AgentConfig` fields (e.g. `summary_interval_s`);
+        `clock_skew_s` runs the agent's wall clock that far off the machine's (a device whose
+        RTC drifted: its telemetry times and its intervals are off by as much)."""
         if core_mode not in CORE_MODES:
             raise ValueError(f"core_mode must be one of {', '.join(CORE_MODES)}, not {core_mode!r}")
         self.core_mode = core_mode
@@ -189,6 +195,8 @@ class SimulatedDevice:
         )
         if agent_poll_s is not None:
             config = dataclasses.replace(config, poll_interval_s=agent_poll_s)
+        if agent_options:
+            config = dataclasses.replace(config, **agent_options)
         self._store = store
         self.hub_client: HubClient | None = None
         if hub is None:
@@ -209,6 +217,7 @@ class SimulatedDevice:
             fetcher_for=self._fetcher,
             source_for=self._source,
             host=self,
+            clock=(lambda: time.time() + clock_skew_s) if clock_skew_s else time.time,
         )
         self._thread: threading.Thread | None = None
 

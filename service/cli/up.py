@@ -48,6 +48,11 @@ def up(
     inference_period: float = typer.Option(
         0.5, "--inference-period", help="Seconds between inferences on each simulated core."
     ),
+    cores: str = typer.Option(
+        "process",
+        "--cores",
+        help="Simulated cores as OS processes (process) or in the fleet's process (inprocess).",
+    ),
     fleet_processes: int = typer.Option(
         0,
         "--fleet-processes",
@@ -62,7 +67,11 @@ def up(
             db_url=db,
             blob=blob,
             api_port=api_port,
-            fleet=FleetOptions(inference_period_s=inference_period),
+            fleet=FleetOptions(
+                inference_period_s=inference_period,
+                core_mode=cores,
+                agent_poll_s=0.5 if cores == "inprocess" else None,
+            ),
             fleet_processes=fleet_processes,
         )
     except (FleetError, StackError) as exc:

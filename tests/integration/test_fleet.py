@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
+from device_agent.protocol.summary import SUMMARY_SCHEMA
 from infra.fleet import Fleet, FleetError, FleetOptions, parse_groups
 from infra.fleet_host import spawn_hosts
-from infra.hub import BackgroundHub, HubConfig
+from infra.hub import BackgroundHub, FeedConsumer, HubConfig, TelemetryFeed
+from infra.simdevice import InProcessCore
 from service.config import Settings
 from service.trust import ArtifactSpec, TrustService
 from signing.keys import DEV_PASSPHRASE, KeyScheme
@@ -308,3 +310,41 @@ def test_devices_cut_during_a_download_or_asleep_still_install(world: World) -> 
             world.deploy(device_id, "r1", f"wf-r1-{device_id}")
         wait_for(lambda: all(world.installed(d) == "r1" for d in devices), 180, "r1 everywhere")
         assert fleet.download_cuts == 2  # each device's download was cut once, and resumed
+
+
+def test_an_inprocess_fleet_installs_and_sends_summaries_on_skewed_clocks(world: World) -> None:
+    fleet = world.fleet(
+        {"main": 3},
+        core_mode="inprocess",
+        agent_poll_s=0.5,
+        summary_interval_s=1.0,
+        raw_sample_rate=0.0,
+        clock_skew_share=1.0,
+        clock_skew_max_s=120.0,
+    )
+    devices = sorted(fleet.identities)
+    skews = {d: fleet.behaviour_of(d)["clock_skew_s"] for d in devices}
+    assert all(0 < abs(s) <= 120.0 for s in skews.values()) and len(set(skews.values())) == 3
+    feed = FeedConsumer(TelemetryFeed.open(world.hub.server.config.feed_path), "tests")
+    with fleet:
+        running = [fleet.devices[d].processes[c] for d in devices for c in ("m4-0", "m4-1")]
+        assert all(isinstance(core, InProcessCore) for core in running)
+        for device_id in devices:
+            world.deploy(device_id, "r1", f"wf-r1-{device_id}")
+        wait_for(lambda: all(world.installed(d) == "r1" for d in devices), 120, "r1 everywhere")
+        summaries: list[Any] = []
+
+        def summarised() -> bool:
+            summaries.extend(
+                e for e in feed.receive(1000) if e.properties.get("tf-schema") == SUMMARY_SCHEMA
+            )
+            return {e.device_id for e in summaries} == set(devices)
+
+        wait_for(summarised, 60, "a summary from every device")
+    for event in summaries:
+        # An interval closes on the device's own clock: its end is the hub's receive time
+        # moved by that device's skew (less the moments it waited to close and be sent).
+        for summary in event.body_as_json()["summaries"]:
+            end_s = (summary[3] + summary[4]) / 1000
+            late = event.enqueued_ms / 1000 + skews[event.device_id] - end_s
+            assert -0.5 < late < 5.0, (event.device_id, late)

@@ -17,6 +17,8 @@ The smallest size run is the baseline each ratio is quoted against.
 Sizes: `TINYFLEET_BENCH_FLEET` (comma-separated; default 30, or 1000,3000,10000 with
 TINYFLEET_BENCH_FULL=1). `TINYFLEET_BENCH_FLEET_HOSTS` host processes (default 2),
 `TINYFLEET_BENCH_FLEET_PERIOD` seconds between inferences per core (default 1.0),
+`TINYFLEET_BENCH_FLEET_CORES` `inprocess` (default) or `process`,
+`TINYFLEET_BENCH_FLEET_SUMMARY_S` > 0 sends telemetry summaries of that interval (no raw rows),
 `TINYFLEET_BENCH_FLEET_FAULTS=1` adds the fault run: 10 % of the devices' links cut once during a
 download, and the service and the hub each restarted abruptly mid-rollout; it then checks that
 every device ends on exactly one release, with every core on a model that passed its self-test.
@@ -53,6 +55,8 @@ SIZES = [
 HOSTS = int(os.environ.get("TINYFLEET_BENCH_FLEET_HOSTS", "2"))
 PERIOD_S = float(os.environ.get("TINYFLEET_BENCH_FLEET_PERIOD", "1.0"))
 FAULTS = os.environ.get("TINYFLEET_BENCH_FLEET_FAULTS") == "1"
+CORES = os.environ.get("TINYFLEET_BENCH_FLEET_CORES", "inprocess")
+SUMMARY_S = float(os.environ.get("TINYFLEET_BENCH_FLEET_SUMMARY_S", "0"))
 SOAK_S = 20
 TERMINAL = {"completed", "aborted", "rolled_back"}
 V1 = {"m4-0": "1.0.0", "m4-1": "1.0.0"}
@@ -175,6 +179,10 @@ def _run(size: int, data: Path, *, faults: bool) -> dict[str, Any]:
             health_interval_s=60.0,
             download_cut_share=0.1 if faults else 0.0,
             download_cut_s=3.0,
+            core_mode=CORES,
+            agent_poll_s=0.5 if CORES == "inprocess" else None,
+            summary_interval_s=SUMMARY_S,
+            raw_sample_rate=0.0 if SUMMARY_S else 1.0,
         ),
         fleet_processes=HOSTS,
     )
@@ -276,7 +284,10 @@ def _exponent(small: dict[str, Any], large: dict[str, Any], key: str) -> float:
 def test_a_gated_rollout_across_fleet_sizes(tmp_path: Path, faults: bool) -> None:
     results = [_run(size, tmp_path / f"n{size}", faults=faults) for size in SIZES]
     base = results[0]
-    print(f"\nfleet rollout, {HOSTS} host processes, one inference per {PERIOD_S:g} s per core")
+    print(
+        f"\nfleet rollout, {HOSTS} host processes, cores {CORES}, one inference per "
+        f"{PERIOD_S:g} s per core, " + (f"summaries per {SUMMARY_S:g} s" if SUMMARY_S else "raw rows")
+    )
     for r in results:
         stages = ", ".join(f"{s:.0f}" for s in r["stages_s"])
         print(
