@@ -284,9 +284,10 @@ def _exponent(small: dict[str, Any], large: dict[str, Any], key: str) -> float:
 def test_a_gated_rollout_across_fleet_sizes(tmp_path: Path, faults: bool) -> None:
     results = [_run(size, tmp_path / f"n{size}", faults=faults) for size in SIZES]
     base = results[0]
+    telemetry = f"summaries per {SUMMARY_S:g} s" if SUMMARY_S else "raw rows"
     print(
         f"\nfleet rollout, {HOSTS} host processes, cores {CORES}, one inference per "
-        f"{PERIOD_S:g} s per core, " + (f"summaries per {SUMMARY_S:g} s" if SUMMARY_S else "raw rows")
+        f"{PERIOD_S:g} s per core, {telemetry}"
     )
     for r in results:
         stages = ", ".join(f"{s:.0f}" for s in r["stages_s"])
