@@ -138,6 +138,9 @@ class AgentConfig:
     # inference rows only for `raw_sample_rate` of them (health and events always go as rows).
     summary_interval_s: float = 0.0
     raw_sample_rate: float = 1.0
+    # At most one telemetry send round per this many seconds (0: every turn of the loop), so
+    # records gather into fuller batches: fewer messages per device, each later by up to this.
+    telemetry_flush_s: float = 0.0
 
 
 @dataclass
@@ -191,6 +194,7 @@ class Agent:
         self.last_result: ResultReport | None = None
         self._report_dirty = True
         self._next_health = 0.0
+        self._next_flush = 0.0
         self._started = clock()
         self.logs: deque[str] = deque(maxlen=200)
         self.stop_event = threading.Event()
@@ -296,7 +300,8 @@ class Agent:
             self._next_health = now + self.config.health_interval_s
             self.telemetry.add(self._health(now))
         self.telemetry.close_intervals(int(now * 1000))
-        self._flush_telemetry()
+        if now >= self._next_flush and not self._flush_telemetry():
+            self._next_flush = now + self.config.telemetry_flush_s  # else a backlog: next turn
         if self._report_dirty:
             self._report()
 
@@ -549,20 +554,22 @@ class Agent:
             online,
         )
 
-    def _flush_telemetry(self) -> None:
+    def _flush_telemetry(self) -> bool:
+        """Send a few batches; True when more are waiting (the loop comes back soon)."""
         if not self.hub.connected.is_set():
-            return
-        for _ in range(4):  # a few batches a turn; the loop comes back soon
+            return False
+        for _ in range(4):
             batch = self.telemetry.batch(self.installed().release_id)
             if batch is None:
-                return
+                return False
             try:
                 self.hub.send_telemetry(*encode_message(batch))
             except Exception as exc:
                 self.logs.append(f"telemetry not sent: {exc}")
-                return
+                return False
             self.telemetry.acknowledge(batch)
             self._persist()
+        return True
 
     # -- reporting ---------------------------------------------------------------------------------
 

@@ -166,6 +166,10 @@ def _quantile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def _say(size: int, started: float, what: str) -> None:
+    print(f"  [{size} devices, {time.monotonic() - started:6.0f} s] {what}", flush=True)
+
+
 def _run(size: int, data: Path, *, faults: bool) -> dict[str, Any]:
     canary = max(1, size // 20)
     groups = {"canary": canary, "main": size - canary}
@@ -191,6 +195,7 @@ def _run(size: int, data: Path, *, faults: bool) -> dict[str, Any]:
     stack = Stack(options)
     described = stack.start()
     figures["start_s"] = time.monotonic() - started
+    _say(size, started, "stack and fleet started")
     service = described["service"]
     api = Api(str(service["api_url"]), str(service["admin_token"]))
     sampler = _Sampler(stack)
@@ -212,6 +217,7 @@ def _run(size: int, data: Path, *, faults: bool) -> dict[str, Any]:
         publish_release(api, "models-v1", 1, V1)
         publish_release(api, "models-v2", 1, V2)
         figures["prepare_s"] = time.monotonic() - began
+        _say(size, started, "registry synced, releases published")
         began = time.monotonic()
         for group in groups:
             start_rollout(api, f"boot-{group}", "models-v1", group, None, [stage("all", 100, 1)])
@@ -219,6 +225,7 @@ def _run(size: int, data: Path, *, faults: bool) -> dict[str, Any]:
             done = _finish(api, f"boot-{group}", timeout_s)
             assert done["state"] == "completed", done["reason"]
         figures["bootstrap_s"] = time.monotonic() - began
+        _say(size, started, "v1 installed everywhere")
 
         db_url = stack.settings.database_url if stack.settings else ""
         rows_before, cpu_before = _telemetry_rows(db_url), sampler.cpu_s()
@@ -244,6 +251,7 @@ def _run(size: int, data: Path, *, faults: bool) -> dict[str, Any]:
             api = Api(str(service["api_url"]), str(service["admin_token"]))
             stack.restart_hub()
         rollout = _finish(api, "v2-main", timeout_s)
+        _say(size, started, f"v2 rollout {rollout['state']}")
         wall = time.monotonic() - began
         assert rollout["state"] == "completed", rollout["reason"]
         cpu = sampler.cpu_s() - cpu_before
@@ -280,6 +288,7 @@ def _exponent(small: dict[str, Any], large: dict[str, Any], key: str) -> float:
     return math.log(large[key] / small[key]) / math.log(large["size"] / small["size"])
 
 
+@pytest.mark.timeout(6 * 3600)
 @pytest.mark.parametrize("faults", [False, True] if FAULTS else [False])
 def test_a_gated_rollout_across_fleet_sizes(tmp_path: Path, faults: bool) -> None:
     results = [_run(size, tmp_path / f"n{size}", faults=faults) for size in SIZES]
