@@ -89,9 +89,15 @@ class FleetOptions:
     # "process": two OS processes of cores per device (the default; real processes to kill);
     # "inprocess": every core of this process on one reactor thread (thousands of devices).
     core_mode: str = "process"
+    # Every device's connections go through a relay of its own that can cut them (the fault
+    # tests' disconnect/reconnect). False: only devices whose seeded behaviour cuts their link
+    # get one; the others connect straight, sparing the fleet's network thread every byte.
+    relay_all: bool = True
     agent_poll_s: float | None = None  # how often an idle agent loop wakes (None: 0.1 s)
     summary_interval_s: float = 0.0  # > 0: agents send telemetry summaries per interval
     raw_sample_rate: float = 1.0  # with summaries: the share of raw inference rows kept
+    telemetry_flush_s: float = 0.0  # agents send telemetry at most once per this (0: at once)
+    liveness_report_s: float = 5.0  # agents refresh cores' liveness in the twin at most this often
     # Seeded behaviour (the same devices behave the same way on every run with one seed):
     behaviour_seed: int = 0
     download_cut_share: float = 0.0  # devices whose link is cut once during a target download
@@ -324,11 +330,17 @@ class Fleet:
         its next swap (firmware.faults.CRASH_POINTS), like a power cut at that instruction."""
         identity = self._identity(device_id)
         crash_points = crash_points or {}
-        relay = self._relays.get(device_id)
-        if relay is None:
-            relay = self._relays[device_id] = Relay(self._loop)
         access = self.access()
-        mqtt_port = self._run(relay.port_for("127.0.0.1", access.mqtt_port))
+        behaviour = self.behaviour_of(device_id)
+        relay = self._relays.get(device_id)
+        cuts = behaviour["download_cut_after"] is not None or behaviour["first_sleep_s"] is not None
+        if relay is None and (self.options.relay_all or cuts):
+            relay = self._relays[device_id] = Relay(self._loop)
+        mqtt_port = (
+            access.mqtt_port
+            if relay is None
+            else self._run(relay.port_for("127.0.0.1", access.mqtt_port))
+        )
         device = _FleetDevice(
             device_id=device_id,
             hardware_id=self.options.hardware_id,
@@ -357,11 +369,14 @@ class Fleet:
             agent_options={
                 "summary_interval_s": self.options.summary_interval_s,
                 "raw_sample_rate": self.options.raw_sample_rate,
+                "telemetry_flush_s": self.options.telemetry_flush_s,
+                "liveness_report_s": self.options.liveness_report_s,
             },
-            clock_skew_s=self.behaviour_of(device_id)["clock_skew_s"],
+            clock_skew_s=behaviour["clock_skew_s"],
         )
-        device.route = lambda url: self._route(relay, url)
-        self._arm_behaviour(device_id, relay)
+        if relay is not None:
+            device.route = lambda url: self._route(relay, url)
+            self._arm_behaviour(device_id, relay)
         device.start()
         self.devices[device_id] = device
         return device
@@ -451,18 +466,23 @@ class Fleet:
 
     def disconnect(self, device_id: str) -> None:
         """Cut the device's network: open connections drop, new ones are refused."""
-        self._identity(device_id)
-        self._on_loop(self._relays[device_id].set_cut, True)
+        self._on_loop(self._relay(device_id).set_cut, True)
 
     def reconnect(self, device_id: str) -> None:
-        self._identity(device_id)
-        self._on_loop(self._relays[device_id].set_cut, False)
+        self._on_loop(self._relay(device_id).set_cut, False)
 
     def cut_during_download(self, device_id: str, marker: bytes, after_bytes: int) -> None:
         """Cut the device's network once `after_bytes` of the response to its next request whose
         bytes contain `marker` (e.g. b"/targets/") have arrived; `reconnect` restores it."""
-        relay = self._relays[self._identity(device_id).device_id]
+        relay = self._relay(device_id)
         self._on_loop(setattr, relay, "trip", (marker, after_bytes))
+
+    def _relay(self, device_id: str) -> Relay:
+        self._identity(device_id)
+        relay = self._relays.get(device_id)
+        if relay is None:
+            raise FleetError(f"device {device_id!r} has no relay to cut (relay_all is off)")
+        return relay
 
     def is_cut(self, device_id: str) -> bool:
         relay = self._relays.get(device_id)

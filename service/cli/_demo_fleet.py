@@ -254,6 +254,7 @@ def start_rollout(
     gate: Mapping[str, Any] | None = None,
     failure: Mapping[str, Any] | None = None,
     success: Mapping[str, Any] | None = None,
+    retry: Mapping[str, Any] | None = None,
 ) -> None:
     body: dict[str, Any] = {
         "id": rollout_id,
@@ -275,6 +276,8 @@ def start_rollout(
         body["failure"] = dict(failure)
     if success is not None:
         body["success"] = dict(success)
+    if retry is not None:
+        body["retry"] = {**body["retry"], **retry}
     api.call("POST", "/rollouts", json=body)
     api.call("POST", f"/rollouts/{rollout_id}/commands", json={"command": "start"})
 

@@ -316,6 +316,7 @@ def test_an_inprocess_fleet_installs_and_sends_summaries_on_skewed_clocks(world:
     fleet = world.fleet(
         {"main": 3},
         core_mode="inprocess",
+        relay_all=False,  # no cut behaviour either: every device connects straight
         agent_poll_s=0.5,
         summary_interval_s=1.0,
         raw_sample_rate=0.0,
@@ -329,6 +330,8 @@ def test_an_inprocess_fleet_installs_and_sends_summaries_on_skewed_clocks(world:
     with fleet:
         running = [fleet.devices[d].processes[c] for d in devices for c in ("m4-0", "m4-1")]
         assert all(isinstance(core, InProcessCore) for core in running)
+        with pytest.raises(FleetError, match="no relay"):
+            fleet.disconnect(devices[0])
         for device_id in devices:
             world.deploy(device_id, "r1", f"wf-r1-{device_id}")
         wait_for(lambda: all(world.installed(d) == "r1" for d in devices), 120, "r1 everywhere")

@@ -19,6 +19,8 @@ TINYFLEET_BENCH_FULL=1). `TINYFLEET_BENCH_FLEET_HOSTS` host processes (default 2
 `TINYFLEET_BENCH_FLEET_PERIOD` seconds between inferences per core (default 1.0),
 `TINYFLEET_BENCH_FLEET_CORES` `inprocess` (default) or `process`,
 `TINYFLEET_BENCH_FLEET_SUMMARY_S` > 0 sends telemetry summaries of that interval (no raw rows),
+`TINYFLEET_BENCH_FLEET_FLUSH_S` the agents' telemetry flush interval (default 0: at once),
+`TINYFLEET_BENCH_FLEET_LIVENESS_S` how often agents refresh core liveness in the twin (5 s),
 `TINYFLEET_BENCH_FLEET_FAULTS=1` adds the fault run: 10 % of the devices' links cut once during a
 download, and the service and the hub each restarted abruptly mid-rollout; it then checks that
 every device ends on exactly one release, with every core on a model that passed its self-test.
@@ -57,6 +59,10 @@ PERIOD_S = float(os.environ.get("TINYFLEET_BENCH_FLEET_PERIOD", "1.0"))
 FAULTS = os.environ.get("TINYFLEET_BENCH_FLEET_FAULTS") == "1"
 CORES = os.environ.get("TINYFLEET_BENCH_FLEET_CORES", "inprocess")
 SUMMARY_S = float(os.environ.get("TINYFLEET_BENCH_FLEET_SUMMARY_S", "0"))
+FLUSH_S = float(os.environ.get("TINYFLEET_BENCH_FLEET_FLUSH_S", "0"))
+LIVENESS_S = float(os.environ.get("TINYFLEET_BENCH_FLEET_LIVENESS_S", "5"))
+# The service calls a core silent after this long without a reported heartbeat.
+RETRY = {"core_silence_seconds": max(15, int(4 * LIVENESS_S))}
 SOAK_S = 20
 TERMINAL = {"completed", "aborted", "rolled_back"}
 V1 = {"m4-0": "1.0.0", "m4-1": "1.0.0"}
@@ -184,9 +190,12 @@ def _run(size: int, data: Path, *, faults: bool) -> dict[str, Any]:
             download_cut_share=0.1 if faults else 0.0,
             download_cut_s=3.0,
             core_mode=CORES,
+            relay_all=False,
             agent_poll_s=0.5 if CORES == "inprocess" else None,
             summary_interval_s=SUMMARY_S,
             raw_sample_rate=0.0 if SUMMARY_S else 1.0,
+            telemetry_flush_s=FLUSH_S,
+            liveness_report_s=LIVENESS_S,
         ),
         fleet_processes=HOSTS,
     )
@@ -220,7 +229,9 @@ def _run(size: int, data: Path, *, faults: bool) -> dict[str, Any]:
         _say(size, started, "registry synced, releases published")
         began = time.monotonic()
         for group in groups:
-            start_rollout(api, f"boot-{group}", "models-v1", group, None, [stage("all", 100, 1)])
+            start_rollout(
+                api, f"boot-{group}", "models-v1", group, None, [stage("all", 100, 1)], retry=RETRY
+            )
         for group in groups:
             done = _finish(api, f"boot-{group}", timeout_s)
             assert done["state"] == "completed", done["reason"]
@@ -238,7 +249,9 @@ def _run(size: int, data: Path, *, faults: bool) -> dict[str, Any]:
         ]
         policy = gate_policy()
         policy["min_devices"] = min(3, first)
-        start_rollout(api, "v2-main", "models-v2", "main", "models-v1", stages, gate=policy)
+        start_rollout(
+            api, "v2-main", "models-v2", "main", "models-v1", stages, gate=policy, retry=RETRY
+        )
         if faults:
             _wait(
                 "the first stage to complete",
