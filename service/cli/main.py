@@ -14,6 +14,7 @@ from service.cli import (
     db,
     demo,
     devices,
+    fleet,
     groups,
     hub,
     keys,
@@ -48,6 +49,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(outbox.app, name="outbox")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(telemetry.app, name="telemetry")
+app.add_typer(fleet.app, name="fleet")
 app.command(name="demo")(demo.demo)
 app.command(name="up")(up_command.up)
 app.command(name="serve")(serve_command.serve)

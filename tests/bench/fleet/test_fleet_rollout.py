@@ -1,336 +1,50 @@
-"""Fleet benchmark (issue 13): a three-stage gated rollout of a two-core release, end to end.
+"""Fleet benchmark (issue 13): `tinyfleet fleet rehearse` across fleet sizes (see
+`service.cli._rehearsal` for the scenario and what each figure means).
 
-The whole local stack (mock hub over TLS, blob store, service with SQLite, engine, ingest) and a
-fleet of real simulated devices in `HOSTS` fleet host processes. Per fleet size:
-
-1. provision (one hub transaction) and start the fleet; sync the registry; publish models v1 and
-   v2 through the release pipeline; install v1 on every device (the bootstrap rollout);
-2. roll v2 out to `main` in three gated stages (`first` 1 %, `half` 50 %, `all` 100 %), each
-   soaking `SOAK_S` and judged on its own devices' inference telemetry against v1.
-
-Reported per size (run with `-s`): wall time per stage, offer-to-confirmed p50/p99 (from the jobs'
-offer and confirmation times), devices updated per minute, telemetry rows ingested per second,
-RSS per device of the hub + service process and of the fleet hosts, CPU seconds per device
-update, and, across sizes, the growth exponent of rollout wall time and CPU (1.0 is linear).
-The smallest size run is the baseline each ratio is quoted against.
-
-Sizes: `TINYFLEET_BENCH_FLEET` (comma-separated; default 30, or 1000,3000,10000 with
-TINYFLEET_BENCH_FULL=1). `TINYFLEET_BENCH_FLEET_HOSTS` host processes (default 2),
-`TINYFLEET_BENCH_FLEET_PERIOD` seconds between inferences per core (default 1.0),
-`TINYFLEET_BENCH_FLEET_CORES` `inprocess` (default) or `process`,
-`TINYFLEET_BENCH_FLEET_SUMMARY_S` > 0 sends telemetry summaries of that interval (no raw rows),
-`TINYFLEET_BENCH_FLEET_FLUSH_S` the agents' telemetry flush interval (default 0: at once),
-`TINYFLEET_BENCH_FLEET_LIVENESS_S` how often agents refresh core liveness in the twin (5 s),
-`TINYFLEET_BENCH_FLEET_FAULTS=1` adds the fault run: 10 % of the devices' links cut once during a
-download, and the service and the hub each restarted abruptly mid-rollout; it then checks that
-every device ends on exactly one release, with every core on a model that passed its self-test.
-
-There are no timed assertions: the assertions check that the work was done (every device on the
-release its group should run, the stages completed).
+Sizes: `TINYFLEET_BENCH_FLEET` (comma-separated; default 20, or 1000,3000,10000 with
+TINYFLEET_BENCH_FULL=1). The fleet's settings come from `TINYFLEET_BENCH_FLEET_HOSTS` (2),
+`_PERIOD` (seconds between inferences per core, 1.0), `_CORES` (inprocess), `_SUMMARY_S` (0: raw
+rows), `_FLUSH_S` (0), `_LIVENESS_S` (5); `TINYFLEET_BENCH_FLEET_FAULTS=1` adds the fault run.
+Figures are printed (run with `-s`) as ratios against the smallest size of the same run. There
+are no timed assertions: the rehearsal itself checks that the work was done.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import resource
-import statistics
-import threading
-import time
-from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
-from infra.fleet import FleetOptions
-from infra.stack import Stack, StackOptions
-from service.cli._demo_fleet import Api, gate_policy, publish_release, stage, start_rollout
+from service.cli._rehearsal import Rehearsal, report, run
 from tests.bench.conftest import FULL
 
 SIZES = [
     int(n)
-    for n in os.environ.get("TINYFLEET_BENCH_FLEET", "1000,3000,10000" if FULL else "30").split(",")
+    for n in os.environ.get("TINYFLEET_BENCH_FLEET", "1000,3000,10000" if FULL else "20").split(",")
 ]
-HOSTS = int(os.environ.get("TINYFLEET_BENCH_FLEET_HOSTS", "2"))
-PERIOD_S = float(os.environ.get("TINYFLEET_BENCH_FLEET_PERIOD", "1.0"))
-FAULTS = os.environ.get("TINYFLEET_BENCH_FLEET_FAULTS") == "1"
-CORES = os.environ.get("TINYFLEET_BENCH_FLEET_CORES", "inprocess")
-SUMMARY_S = float(os.environ.get("TINYFLEET_BENCH_FLEET_SUMMARY_S", "0"))
-FLUSH_S = float(os.environ.get("TINYFLEET_BENCH_FLEET_FLUSH_S", "0"))
-LIVENESS_S = float(os.environ.get("TINYFLEET_BENCH_FLEET_LIVENESS_S", "5"))
-# The service calls a core silent after this long without a reported heartbeat.
-RETRY = {"core_silence_seconds": max(15, int(4 * LIVENESS_S))}
-SOAK_S = 20
-TERMINAL = {"completed", "aborted", "rolled_back"}
-V1 = {"m4-0": "1.0.0", "m4-1": "1.0.0"}
-V2 = {"m4-0": "2.0.0", "m4-1": "2.0.0"}
 
 
-def _wait(what: str, check: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(1.0)
-
-
-def _registry_count(api: Api) -> int:
-    """Devices the registry knows with their hardware id, counted page by page."""
-    known, after = 0, None
-    while True:
-        params: dict[str, Any] = {"limit": 1000}
-        if after:
-            params["after"] = after
-        page = api.call("GET", "/devices", params=params)
-        known += sum(1 for d in page["items"] if d.get("hardware_id") not in (None, "", "unknown"))
-        after = page.get("next_after")
-        if not after:
-            return known
-
-
-def _finish(api: Api, rollout_id: str, timeout_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        rollout: dict[str, Any] = api.call("GET", f"/rollouts/{rollout_id}")
-        if rollout["state"] in TERMINAL:
-            return rollout
-        if rollout["state"] == "paused" or time.monotonic() > deadline:
-            raise AssertionError(f"{rollout_id} stuck in {rollout['state']}: {rollout['reason']}")
-        time.sleep(1.0)
-
-
-class _Sampler:
-    """Peak RSS and the latest CPU of the hub + service process and of the fleet hosts."""
-
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        self.peak_parent = 0
-        self.peak_hosts = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(1.0):
-            self.peak_parent = max(self.peak_parent, _rss_now())
-            hosts = self.stack.fleet_hosts.status() if self.stack.fleet_hosts else {}
-            self.peak_hosts = max(self.peak_hosts, sum(s["rss_bytes"] for s in hosts.values()))
-
-    def cpu_s(self) -> float:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        hosts = self.stack.fleet_hosts.status() if self.stack.fleet_hosts else {}
-        return usage.ru_utime + usage.ru_stime + sum(s["cpu_s"] for s in hosts.values())
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
-def _rss_now() -> int:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _job_latencies(db_url: str, rollout_id: str) -> list[float]:
-    engine = sa.create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sa.text(
-                    "SELECT offered_at, updated_at FROM device_jobs "
-                    "WHERE rollout_id = :r AND state = 'confirmed' AND offered_at IS NOT NULL"
-                ),
-                {"r": rollout_id},
-            ).all()
-    finally:
-        engine.dispose()
-    return sorted(_seconds(updated) - _seconds(offered) for offered, updated in rows)
-
-
-def _seconds(value: Any) -> float:
-    if isinstance(value, str):  # SQLite and the API hand out ISO text
-        return datetime.fromisoformat(value).timestamp()
-    return float(value.timestamp())
-
-
-def _telemetry_rows(db_url: str) -> int:
-    engine = sa.create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return int(
-                conn.execute(sa.text("SELECT COUNT(*) FROM telemetry_inference")).scalar_one()
-            )
-    finally:
-        engine.dispose()
-
-
-def _quantile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    return values[min(len(values) - 1, int(q * len(values)))]
-
-
-def _say(size: int, started: float, what: str) -> None:
-    print(f"  [{size} devices, {time.monotonic() - started:6.0f} s] {what}", flush=True)
-
-
-def _run(size: int, data: Path, *, faults: bool) -> dict[str, Any]:
-    canary = max(1, size // 20)
-    groups = {"canary": canary, "main": size - canary}
-    options = StackOptions(
-        data_dir=data,
-        groups=groups,
-        api_port=0,
-        engine_interval_s=0.5,
-        fleet=FleetOptions(
-            inference_period_s=PERIOD_S,
-            health_interval_s=60.0,
-            download_cut_share=0.1 if faults else 0.0,
-            download_cut_s=3.0,
-            core_mode=CORES,
-            relay_all=False,
-            agent_poll_s=0.5 if CORES == "inprocess" else None,
-            summary_interval_s=SUMMARY_S,
-            raw_sample_rate=0.0 if SUMMARY_S else 1.0,
-            telemetry_flush_s=FLUSH_S,
-            liveness_report_s=LIVENESS_S,
-        ),
-        fleet_processes=HOSTS,
+def _plan(faults: bool) -> Rehearsal:
+    env = os.environ.get
+    return Rehearsal(
+        hosts=int(env("TINYFLEET_BENCH_FLEET_HOSTS", "2")),
+        period_s=float(env("TINYFLEET_BENCH_FLEET_PERIOD", "1.0")),
+        cores=env("TINYFLEET_BENCH_FLEET_CORES", "inprocess"),
+        summary_s=float(env("TINYFLEET_BENCH_FLEET_SUMMARY_S", "0")),
+        flush_s=float(env("TINYFLEET_BENCH_FLEET_FLUSH_S", "0")),
+        liveness_s=float(env("TINYFLEET_BENCH_FLEET_LIVENESS_S", "5")),
+        faults=faults,
     )
-    figures: dict[str, Any] = {"size": size, "faults": faults}
-    started = time.monotonic()
-    stack = Stack(options)
-    described = stack.start()
-    figures["start_s"] = time.monotonic() - started
-    _say(size, started, "stack and fleet started")
-    service = described["service"]
-    api = Api(str(service["api_url"]), str(service["admin_token"]))
-    sampler = _Sampler(stack)
-    timeout_s = 600 + size * 0.5
-    try:
-        began = time.monotonic()
-
-        def synced() -> bool:
-            api.call("POST", "/devices/sync")
-            return _registry_count(api) >= size
-
-        _wait(f"{size} devices in the registry", synced, timeout_s)
-        for group in groups:
-            api.call(
-                "PUT",
-                f"/groups/{group}",
-                json={"name": group, "kind": "tag", "selector": f"group={group}"},
-            )
-        publish_release(api, "models-v1", 1, V1)
-        publish_release(api, "models-v2", 1, V2)
-        figures["prepare_s"] = time.monotonic() - began
-        _say(size, started, "registry synced, releases published")
-        began = time.monotonic()
-        for group in groups:
-            start_rollout(
-                api, f"boot-{group}", "models-v1", group, None, [stage("all", 100, 1)], retry=RETRY
-            )
-        for group in groups:
-            done = _finish(api, f"boot-{group}", timeout_s)
-            assert done["state"] == "completed", done["reason"]
-        figures["bootstrap_s"] = time.monotonic() - began
-        _say(size, started, "v1 installed everywhere")
-
-        db_url = stack.settings.database_url if stack.settings else ""
-        rows_before, cpu_before = _telemetry_rows(db_url), sampler.cpu_s()
-        began = time.monotonic()
-        first = max(3, (size - canary) // 100)
-        stages = [
-            stage("first", None, SOAK_S, count=first),
-            stage("half", 50, SOAK_S),
-            stage("all", 100, SOAK_S),
-        ]
-        policy = gate_policy()
-        policy["min_devices"] = min(3, first)
-        start_rollout(
-            api, "v2-main", "models-v2", "main", "models-v1", stages, gate=policy, retry=RETRY
-        )
-        if faults:
-            _wait(
-                "the first stage to complete",
-                lambda: api.call("GET", "/rollouts/v2-main")["stage"] >= 1,
-                timeout_s,
-            )
-            stack.restart_service()
-            api.close()
-            service = stack.addresses
-            api = Api(str(service["api_url"]), str(service["admin_token"]))
-            stack.restart_hub()
-        rollout = _finish(api, "v2-main", timeout_s)
-        _say(size, started, f"v2 rollout {rollout['state']}")
-        wall = time.monotonic() - began
-        assert rollout["state"] == "completed", rollout["reason"]
-        cpu = sampler.cpu_s() - cpu_before
-        rows = _telemetry_rows(db_url) - rows_before
-        latencies = _job_latencies(db_url, "v2-main")
-        updated = rollout["totals"].get("confirmed", 0)
-        assert updated == size - canary
-        figures.update(
-            rollout_s=wall,
-            stages_s=[
-                _seconds(s["ended_at"]) - _seconds(s["started_at"])
-                for s in rollout["stages"]
-                if s["started_at"] and s["ended_at"]
-            ],
-            offer_to_confirmed_p50_s=_quantile(latencies, 0.5),
-            offer_to_confirmed_p99_s=_quantile(latencies, 0.99),
-            devices_per_minute=updated / wall * 60,
-            telemetry_rows_per_s=rows / wall,
-            cpu_s_per_update=cpu / max(1, updated),
-            parent_rss_per_device=sampler.peak_parent / size,
-            hosts_rss_per_device=sampler.peak_hosts / size,
-            memory_gib=(sampler.peak_parent + sampler.peak_hosts) / 2**30,
-        )
-        if faults:
-            figures["download_cuts"] = "10 % of devices (seeded)"
-    finally:
-        sampler.stop()
-        api.close()
-        stack.stop()
-    return figures
-
-
-def _exponent(small: dict[str, Any], large: dict[str, Any], key: str) -> float:
-    return math.log(large[key] / small[key]) / math.log(large["size"] / small["size"])
 
 
 @pytest.mark.timeout(6 * 3600)
-@pytest.mark.parametrize("faults", [False, True] if FAULTS else [False])
+@pytest.mark.parametrize(
+    "faults", [False, True] if os.environ.get("TINYFLEET_BENCH_FLEET_FAULTS") == "1" else [False]
+)
 def test_a_gated_rollout_across_fleet_sizes(tmp_path: Path, faults: bool) -> None:
-    results = [_run(size, tmp_path / f"n{size}", faults=faults) for size in SIZES]
-    base = results[0]
-    telemetry = f"summaries per {SUMMARY_S:g} s" if SUMMARY_S else "raw rows"
-    print(
-        f"\nfleet rollout, {HOSTS} host processes, cores {CORES}, one inference per "
-        f"{PERIOD_S:g} s per core, {telemetry}"
-    )
+    plan = _plan(faults)
+    results = [run(size, tmp_path / f"n{size}", plan) for size in sorted(SIZES)]
+    print("\n" + "\n".join(report(results, plan)))
     for r in results:
-        stages = ", ".join(f"{s:.0f}" for s in r["stages_s"])
-        print(
-            f"  {r['size']:>6} devices{' (faults)' if faults else ''}: start {r['start_s']:.0f} s, "
-            f"bootstrap {r['bootstrap_s']:.0f} s, rollout {r['rollout_s']:.0f} s "
-            f"(stages {stages} s; x{r['rollout_s'] / base['rollout_s']:.2f} of {base['size']})\n"
-            f"         offer->confirmed p50 {r['offer_to_confirmed_p50_s']:.1f} s "
-            f"p99 {r['offer_to_confirmed_p99_s']:.1f} s; {r['devices_per_minute']:.0f} "
-            f"devices/min; {r['telemetry_rows_per_s']:.0f} telemetry rows/s\n"
-            f"         CPU {r['cpu_s_per_update']:.2f} s per update "
-            f"(x{r['cpu_s_per_update'] / base['cpu_s_per_update']:.2f}); RSS per device: "
-            f"hub+service {r['parent_rss_per_device'] / 2**10:.0f} KiB, hosts "
-            f"{r['hosts_rss_per_device'] / 2**20:.1f} MiB; {r['memory_gib']:.2f} GiB in all"
-        )
-    if len(results) > 1:
-        last = results[-1]
-        print(
-            f"  growth exponent {base['size']}->{last['size']}: rollout wall "
-            f"{_exponent(base, last, 'rollout_s'):.2f}, CPU per update "
-            f"{_exponent(base, last, 'cpu_s_per_update'):.2f} (0 = constant per device)"
-        )
-    for r in results:
-        assert r["devices_per_minute"] > 0 and statistics.fmean(r["stages_s"]) > 0
+        assert r["devices_per_minute"] > 0 and all(s > 0 for s in r["stages_s"])
