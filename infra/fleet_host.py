@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from device_agent.intercore import CoreProcess
 from infra.fleet import Fleet, FleetError, FleetOptions, HubAccess
 
 __all__ = ["FleetHosts", "main", "spawn_hosts"]
@@ -60,7 +61,12 @@ def _parser() -> argparse.ArgumentParser:
 def _status(index: int, fleet: Fleet) -> dict[str, Any]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     reaped = resource.getrusage(resource.RUSAGE_CHILDREN)  # core processes that ended
-    cores = [p.pid for device in fleet.devices.values() for p in device.processes.values()]
+    cores = [  # core processes (process mode); in-process cores are in this process's figures
+        p.pid
+        for device in fleet.devices.values()
+        for p in device.processes.values()
+        if isinstance(p, CoreProcess)
+    ]
     connected = sum(
         1
         for device in fleet.devices.values()
