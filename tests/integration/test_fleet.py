@@ -237,8 +237,12 @@ def test_a_core_crash_mid_swap_leaves_a_working_model(world: World) -> None:
         wait_for(lambda: on("2.0.0"), 60, "both cores run v2")
 
 
-def test_fleet_hosts_run_a_provisioned_fleet_split_across_processes(world: World) -> None:
-    fleet = world.fleet({"canary": 1, "main": 4})  # provisioned here, in the hub's process
+@pytest.mark.parametrize("core_mode", ["process", "inprocess"])
+def test_fleet_hosts_run_a_provisioned_fleet_split_across_processes(
+    world: World, core_mode: str
+) -> None:
+    # provisioned here, in the hub's process
+    fleet = world.fleet({"canary": 1, "main": 4}, core_mode=core_mode)
     hosts = spawn_hosts(fleet, 2, report_s=0.2)
     try:
         assert sorted(s["devices"] for s in hosts.status().values()) == [2, 3]
