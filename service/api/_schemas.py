@@ -205,6 +205,9 @@ class RetryIn(BaseModel):
     backoff_base_seconds: float = 60
     backoff_cap_seconds: float = 6 * 3600
     offer_timeout_seconds: float = 86400
+    # A core whose last reported heartbeat is older than this is not alive (>= 3 heartbeats
+    # and the agent's liveness report interval).
+    core_silence_seconds: float = 15
 
 
 class RateIn(BaseModel):

@@ -81,6 +81,7 @@ SPEC_ERRORS = [
     ("both-sizes", {"stages": [{"name": "a", "percent": 10, "count": 3}]}, "stage"),
     ("bad-id", {"id": "has space"}, "id"),
     ("bad-retries", {"retry": {"max_retries": 99}}, "max_retries"),
+    ("bad-silence", {"retry": {"core_silence_seconds": 0.5}}, "core_silence"),
     ("bad-cron", {"windows": [{"cron": "99 * * * *", "duration_minutes": 60}]}, "windows"),
     ("unknown-field", {"colour": "red"}, "colour"),
     ("bad-advance", {"success": {"advance": "sometimes"}}, "advance"),
@@ -100,6 +101,15 @@ def test_spec_errors_name_the_field(session: Session, changes: dict[str, Any], f
     locations = [".".join(str(p) for p in e["loc"]) for e in problem["errors"]]
     assert any(field in loc for loc in locations), locations
     assert session.api.get("/rollouts").json()["items"] == []
+
+
+def test_the_retry_timings_given_are_the_rollouts(session: Session) -> None:
+    _setup(session, 3)
+    retry = {"core_silence_seconds": 120, "offer_timeout_seconds": 600}
+    created = session.api.post("/rollouts", json=_body(retry=retry))
+    assert created.status_code == 201, created.text
+    spec = session.api.get("/rollouts/ro-1").json()["spec"]["retry"]
+    assert (spec["core_silence_seconds"], spec["offer_timeout_seconds"]) == (120, 600)
 
 
 def test_missing_group_or_release_is_not_found(session: Session) -> None:
