@@ -28,6 +28,7 @@ import os
 import resource
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -199,6 +200,8 @@ def run(size: int, data: Path, plan: Rehearsal) -> dict[str, Any]:
     started = time.monotonic()
     stack = Stack(options)
     described = stack.start()
+    assert stack.fleet is not None
+    main = set(stack.fleet.members("main"))
     figures["start_s"] = time.monotonic() - started
     _say(size, started, "stack and fleet started")
     service = described["service"]
@@ -284,13 +287,41 @@ def run(size: int, data: Path, plan: Rehearsal) -> dict[str, Any]:
             hosts_rss_per_device=sampler.peak_hosts / size,
             memory_gib=(sampler.peak_parent + sampler.peak_hosts) / 2**30,
         )
-        if faults:
-            figures["download_cuts"] = "10 % of devices (seeded)"
+        ended = _where_devices_ended(stack)
+        figures["ended_on"] = {r: n for r, n in sorted(Counter(ended.values()).items())}
+        wrong = {d: r for d, r in ended.items() if r != ("models-v2" if d in main else "models-v1")}
+        if wrong:
+            some = sorted(wrong.items())[:5]
+            raise AssertionError(f"{len(wrong)} devices ended elsewhere: {some}")
     finally:
         sampler.stop()
         api.close()
         stack.stop()
     return figures
+
+
+def _where_devices_ended(stack: Stack) -> dict[str, str]:
+    """Each device's release as its twin reports it, or what is wrong with it: a device must be
+    on exactly one release, every core running (a model runs only after its self-test passed)
+    that release's model."""
+    hub = stack.hub
+    assert hub is not None
+
+    def read() -> dict[str, str]:
+        out = {}
+        for device_id, twin in hub.core.store.twins.items():
+            agent = twin.reported.get("tinyfleet", {}).get("agent", {})
+            release, cores = agent.get("installedReleaseId"), agent.get("cores") or {}
+            want = V2 if release == "models-v2" else V1
+            running = {
+                core: (c.get("activeModel") or {}).get("version")
+                for core, c in cores.items()
+                if c.get("state") == "running"
+            }
+            out[device_id] = str(release) if running == want else f"{release} cores {running}"
+        return out
+
+    return dict(hub.call(read))
 
 
 def exponent(small: dict[str, Any], large: dict[str, Any], key: str) -> float:
