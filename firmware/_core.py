@@ -18,12 +18,12 @@ Rules (the wire side is specified in docs/protocol/intercore.md):
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO
 
 from firmware._errors import ModelRejectedError, StorageError
 from firmware._image import FirmwareImage
-from firmware._runtime import InterpreterCache, ModelRuntime, check_operators
+from firmware._runtime import InterpreterCache, ModelRuntime, SelfTestOutcome, check_operators
 from firmware._slots import SlotRecord, SlotStore
 from firmware.icc import (
     ANOMALY_FLAG_VERSION,
@@ -73,6 +73,14 @@ class CoreConfig:
     inference_period_s: float = 0.5
     heartbeat_period_s: float = 5.0
     sensor_seed: int = 0
+
+
+def _numerics_differ(outcome: SelfTestOutcome, record: SlotRecord) -> SelfTestOutcome:
+    """The outcome a core whose arithmetic differs from the build's reports for the same run:
+    no vector within tolerance, the worst one beyond every tolerance."""
+    tolerance = max((tol for _, _, tol in record.vectors), default=0)
+    worst = min(max(outcome.max_abs_diff, tolerance + 1), 0xFFFF)
+    return replace(outcome, passed=False, passed_count=0, max_abs_diff=worst)
 
 
 @dataclass
@@ -428,6 +436,8 @@ class CoreMachine:
                 self.store.read(slot), record, self.config.image, self._interpreters
             )
             outcome = runtime.self_test()
+            if self.hooks.selftest_fails(record.version):
+                outcome = _numerics_differ(outcome, record)
         except ModelRejectedError as exc:
             return self._trial_failed(slot, exc.reason, exc.detail, 0, 0, 0)
         except (StorageError, RuntimeError, ValueError) as exc:
@@ -559,10 +569,10 @@ class CoreMachine:
 
     def _infer(self) -> None:
         assert self._runtime is not None
-        self.hooks.inference_starting(self.inferences)
         sample = self._sensor.next() if self._sensor is not None else None
         if sample is None:
             return
+        self.hooks.inference_starting(self._runtime.record.version)
         try:
             result = self._runtime.infer(sample.features)
         except (RuntimeError, ValueError) as exc:

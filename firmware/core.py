@@ -18,7 +18,7 @@ import select
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from firmware._core import CoreConfig, CoreMachine
@@ -45,6 +45,8 @@ def command_line(
     crash_before_message: int | None = None,
     crash_after_message: int | None = None,
     crash_after_inferences: int | None = None,
+    crash_models: Collection[str] | None = None,
+    selftest_fail_models: Collection[str] = (),
 ) -> list[str]:
     """The argv that starts one core process (pass `fd` in `pass_fds`)."""
     argv = [
@@ -63,6 +65,10 @@ def command_line(
         argv += ["--crash-after-message", str(crash_after_message)]
     if crash_after_inferences is not None:
         argv += ["--crash-after-inferences", str(crash_after_inferences)]
+    for version in sorted(crash_models or ()):
+        argv += ["--crash-model", version]
+    for version in sorted(selftest_fail_models):
+        argv += ["--selftest-fail-model", version]
     return argv
 
 
@@ -89,6 +95,19 @@ def _parser() -> argparse.ArgumentParser:
         "--crash-after-inferences",
         type=int,
         help="fault injection: die after N inferences of each boot (a crashing model)",
+    )
+    p.add_argument(
+        "--crash-model",
+        action="append",
+        metavar="VERSION",
+        help="fault injection: only models of this version crash (repeat for more; default any)",
+    )
+    p.add_argument(
+        "--selftest-fail-model",
+        action="append",
+        default=[],
+        metavar="VERSION",
+        help="fault injection: the self-test of models of this version fails (repeatable)",
     )
     return p
 
@@ -134,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.crash_before_message,
             args.crash_after_message,
             args.crash_after_inferences,
+            crash_models=None if args.crash_model is None else frozenset(args.crash_model),
+            selftest_fail_models=frozenset(args.selftest_fail_model),
         )
         store = SlotStore(args.state_dir / args.core_id, hooks)
         config = CoreConfig(

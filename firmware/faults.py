@@ -1,5 +1,6 @@
 """Fault injection hooks for the simulated cores: die at a named point, at a message boundary, or
-after N inferences (a model that crashes its core once it runs, for testing the health gates).
+after N inferences (a model that crashes its core once it runs, for testing the health gates),
+and fail the self-test of given model versions (a core whose numerics differ from the build's).
 
 A real power cut can happen between any two instructions; these hooks let tests stop the core
 process at the points where that matters (between writing a slot and recording it, between
@@ -55,7 +56,13 @@ class FaultHooks:
     crash_before_message: int | None = None  # die on receiving the Nth sequenced message
     crash_after_message: int | None = None  # die after handling (and answering) the Nth
     crash_after_inferences: int | None = None  # die instead of running inference N+1 of a boot
+    # The versions the inference crash applies to (None: whatever model runs); inferences of
+    # other versions neither crash nor count.
+    crash_models: frozenset[str] | None = None
+    # Versions whose self-test runs and then reports failed, as a core with other numerics would.
+    selftest_fail_models: frozenset[str] = frozenset()
     messages_seen: int = 0
+    crashing_inferences: int = 0  # inferences this boot of a model the crash applies to
     die: Callable[[], NoReturn] = field(default=_exit_process, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -63,6 +70,10 @@ class FaultHooks:
             raise ValueError(f"unknown crash point {self.crash_point!r}")
         if self.crash_after_inferences is not None and self.crash_after_inferences < 0:
             raise ValueError("crash_after_inferences must be 0 or more")
+        for name in ("crash_models", "selftest_fail_models"):
+            versions = getattr(self, name)
+            if versions is not None and not all(isinstance(v, str) and v for v in versions):
+                raise ValueError(f"{name} must be model versions (non-empty strings)")
 
     def point(self, name: str) -> None:
         """Die here if this is the configured crash point."""
@@ -78,7 +89,17 @@ class FaultHooks:
         if self.messages_seen == self.crash_after_message:
             self.die()
 
-    def inference_starting(self, done: int) -> None:
-        """Die before the next inference once `done` results were produced since boot."""
-        if self.crash_after_inferences is not None and done >= self.crash_after_inferences:
+    def inference_starting(self, version: str) -> None:
+        """Die instead of running the next inference of a model of `version` once this boot ran
+        `crash_after_inferences` of the models the crash applies to."""
+        if self.crash_after_inferences is None:
+            return
+        if self.crash_models is not None and version not in self.crash_models:
+            return
+        if self.crashing_inferences >= self.crash_after_inferences:
             self.die()
+        self.crashing_inferences += 1
+
+    def selftest_fails(self, version: str) -> bool:
+        """Whether the self-test of a model of `version` is to report failed."""
+        return version in self.selftest_fail_models

@@ -90,6 +90,8 @@ class CoreBoot:
     crash_before_message: int | None = None
     crash_after_message: int | None = None
     crash_after_inferences: int | None = None
+    crash_models: frozenset[str] | None = None  # None: the inference crash hits any model
+    selftest_fail_models: frozenset[str] = frozenset()
 
 
 class HostedCore:
@@ -232,6 +234,8 @@ class CoreReactor:
                 b.crash_before_message,
                 b.crash_after_message,
                 b.crash_after_inferences,
+                crash_models=b.crash_models,
+                selftest_fail_models=b.selftest_fail_models,
                 die=halt,
             )
             config = CoreConfig(

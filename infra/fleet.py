@@ -13,7 +13,8 @@ fleet adds what a fleet needs around them:
   listener, the blob store's HTTP server) goes through a relay of that device's own, and
   `disconnect(device)` drops the open connections and refuses new ones until `reconnect(device)`;
 - core faults: `kill_core` is a power cut of one core process; the device's agent restarts a
-  core that exits (with back-off), as the board's A7 does.
+  core that exits (with back-off), as the board's A7 does; a seeded share of devices can fail
+  the self-test of one model version, or crash on it (`FleetOptions.bad_model_version`).
 
 Invariants:
 - A device id is provisioned at most once per data folder; its group never changes after that.
@@ -107,15 +108,28 @@ class FleetOptions:
     asleep_s: float = 20.0
     clock_skew_share: float = 0.0  # devices whose clock is off by up to clock_skew_max_s
     clock_skew_max_s: float = 30.0
+    # A model that misbehaves on part of the fleet (a hardware revision, a sensor variant): on
+    # `selftest_fail_share` of the devices every core fails the self-test of models whose
+    # version is `bad_model_version`; on `crash_share` a core running such a model crashes
+    # after `crash_after_inferences` inferences of each boot. Older models run fine on both.
+    bad_model_version: str | None = None
+    selftest_fail_share: float = 0.0
+    crash_share: float = 0.0
+    crash_after_inferences: int = 5
 
     def __post_init__(self) -> None:
         if self.core_mode not in CORE_MODES:
             raise FleetError(f"core_mode must be one of {', '.join(CORE_MODES)}")
-        for name in ("download_cut_share", "sleepy_share", "clock_skew_share"):
+        shares = ("download_cut_share", "sleepy_share", "clock_skew_share")
+        for name in (*shares, "selftest_fail_share", "crash_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise FleetError(f"{name} must be between 0 and 1")
         if min(self.download_cut_s, self.awake_s, self.asleep_s) <= 0:
             raise FleetError("download_cut_s, awake_s and asleep_s must be positive")
+        if (self.selftest_fail_share or self.crash_share) and not self.bad_model_version:
+            raise FleetError("selftest_fail_share and crash_share need a bad_model_version")
+        if self.crash_after_inferences < 0:
+            raise FleetError("crash_after_inferences must be 0 or more")
 
 
 def host_slice(device_ids: Collection[str], index: int, count: int) -> list[str]:
@@ -332,6 +346,7 @@ class Fleet:
         crash_points = crash_points or {}
         access = self.access()
         behaviour = self.behaviour_of(device_id)
+        bad = frozenset({self.options.bad_model_version or ""})
         relay = self._relays.get(device_id)
         cuts = behaviour["download_cut_after"] is not None or behaviour["first_sleep_s"] is not None
         if relay is None and (self.options.relay_all or cuts):
@@ -359,6 +374,11 @@ class Fleet:
                     inference_period_s=self.options.inference_period_s,
                     seed=seed,
                     crash_point=crash_points.get(core),
+                    crash_after_inferences=(
+                        self.options.crash_after_inferences if behaviour["crashes"] else None
+                    ),
+                    crash_models=bad if behaviour["crashes"] else None,
+                    selftest_fail_models=bad if behaviour["fails_selftest"] else frozenset(),
                 )
                 for core, seed in zip(("m4-0", "m4-1"), identity.seeds, strict=True)
             },
@@ -395,7 +415,8 @@ class Fleet:
 
     def behaviour_of(self, device_id: str) -> dict[str, Any]:
         """What the seeded behaviour does to this device: its download cut (bytes into the
-        response) and its sleep cycle's first sleep, each None when it has none."""
+        response) and its sleep cycle's first sleep, each None when it has none; its clock
+        skew; whether its cores fail the bad model's self-test, and whether they crash on it."""
         o = self.options
         rng = random.Random(f"behaviour/{o.behaviour_seed}/{device_id}")
         # Models are a few KiB: cut inside the first 2 KiB of the answer (headers included).
@@ -404,7 +425,16 @@ class Fleet:
         first = rng.uniform(0, o.awake_s) if sleepy else None
         skewed = rng.random() < o.clock_skew_share
         skew = rng.uniform(-o.clock_skew_max_s, o.clock_skew_max_s) if skewed else 0.0
-        return {"download_cut_after": cut, "first_sleep_s": first, "clock_skew_s": skew}
+        # Later draws come after these, so that a seed keeps picking the same devices for them.
+        fails_selftest = rng.random() < o.selftest_fail_share
+        crashes = rng.random() < o.crash_share
+        return {
+            "download_cut_after": cut,
+            "first_sleep_s": first,
+            "clock_skew_s": skew,
+            "fails_selftest": fails_selftest,
+            "crashes": crashes,
+        }
 
     def _arm_behaviour(self, device_id: str, relay: Relay) -> None:
         behaviour = self.behaviour_of(device_id)

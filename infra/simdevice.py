@@ -80,6 +80,8 @@ class CoreSpec:
     seed: int = 0
     crash_point: str | None = None
     crash_after_inferences: int | None = None  # a crashing model: every boot dies after N
+    crash_models: frozenset[str] | None = None  # the versions that crash (None: any model)
+    selftest_fail_models: frozenset[str] = frozenset()  # versions whose self-test fails here
 
 
 class RunningCore(Protocol):
@@ -248,6 +250,8 @@ class SimulatedDevice:
                 seed=spec.seed,
                 crash_point=spec.crash_point,
                 crash_after_inferences=spec.crash_after_inferences,
+                crash_models=spec.crash_models,
+                selftest_fail_models=spec.selftest_fail_models,
             ),
             max_message_bytes=self.profile.max_message_bytes,
         )
@@ -266,6 +270,8 @@ class SimulatedDevice:
             seed=spec.seed,
             crash_point=spec.crash_point,
             crash_after_inferences=spec.crash_after_inferences,
+            crash_models=spec.crash_models,
+            selftest_fail_models=spec.selftest_fail_models,
         )
         self.processes[core] = InProcessCore(reactor.boot(boot, port), transport)
         return CoreClient(transport, self.profile)
