@@ -217,7 +217,8 @@ def device_conditions(where: DeviceFilter, c: Any = devices.c) -> list[sa.Column
 @translate_errors
 class SqlDevices:
     def __init__(self, conn: sa.Connection) -> None:
-        self._conn = conn
+        self._conn = conn  # one unit of work: one transaction
+        self._incoming_used = False
 
     def upsert(self, items: Iterable[Device]) -> int:
         count = changed = 0
@@ -236,13 +237,15 @@ class SqlDevices:
 
     def _merge_postgresql(self, batch: Sequence[Device]) -> int:
         """COPY the batch into the incoming table, merge it; returns the rows written."""
-        self._conn.exec_driver_sql(_PG_CREATE_INCOMING)
+        # Commit and rollback empty the table; a second batch in this transaction empties it.
+        if self._incoming_used:
+            self._conn.exec_driver_sql(f"TRUNCATE {_PG_INCOMING}")
+        else:
+            self._conn.exec_driver_sql(_PG_CREATE_INCOMING)
+            self._incoming_used = True
         rows = map(_pg_row, _last_of_each(batch))
         copy_rows(self._conn, _PG_INCOMING, _DEVICE_COLUMNS, _PG_TYPES, rows)
-        written = self._conn.exec_driver_sql(_PG_MERGE).rowcount
-        # Empty again for the next batch of this transaction (commit empties it too).
-        self._conn.exec_driver_sql(f"TRUNCATE {_PG_INCOMING}")
-        return int(written)
+        return int(self._conn.exec_driver_sql(_PG_MERGE).rowcount)
 
     def _statistics_are_stale(self, changed: int) -> bool:
         """The rows changed since the last ANALYZE (this call's included, counted across

@@ -40,6 +40,18 @@ def test_a_repeated_id_of_a_stored_device_keeps_the_stored_created_at(storage: S
     assert (stored.profile, stored.created_at) == ("b", T0)
 
 
+def test_upserts_in_one_unit_of_work_see_each_other_only_as_stored_rows(
+    storage: Storage,
+) -> None:
+    one, two = device(1, agent_version="1.0.0"), device(1, agent_version="2.0.0")
+    with storage.begin() as uow:
+        for version in (one, two, one, two, one):
+            assert uow.devices.upsert([version, device(2)]) == 2
+        stored = uow.devices.get(one.id)
+        assert uow.devices.count(DeviceFilter()) == 2
+    assert stored == one
+
+
 def test_a_batch_larger_than_one_statement_is_written_whole_and_in_order(
     storage: Storage,
 ) -> None:
