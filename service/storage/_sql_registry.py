@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import builtins
+import json
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,11 +26,112 @@ from service.storage._records import (
     group_filter,
 )
 from service.storage._schema import device_groups, devices, releases, rollouts
-from service.storage._sql_base import chunks, translate_errors, unique, upsert_insert
+from service.storage._sql_base import (
+    PG_COPY_TYPES,
+    chunks,
+    copy_rows,
+    executemany,
+    translate_errors,
+    unique,
+    upsert_insert,
+)
 
 __all__ = ["SqlDeviceGroups", "SqlDevices", "SqlReleases"]
 
+_DEVICE_COLUMNS = tuple(c.name for c in devices.columns)
 _DEVICE_UPDATED = ("hardware_id", "profile", "agent_version", "tags", "reported", "last_seen")
+UPSERT_CHUNK = 10_000  # devices per statement: memory stays bounded whatever the input's size
+
+
+def _upsert_sql(source: str) -> str:
+    """`INSERT ... ON CONFLICT DO UPDATE` of devices from `source` (VALUES or a SELECT).
+
+    The update keeps `created_at` and skips a row whose content is unchanged (IS DISTINCT FROM,
+    NULL-safe): a sync of an unchanged fleet writes no row (no new row version, WAL or dead
+    tuple), with the same stored result as rewriting it.
+    """
+    stored = ", ".join(f"{devices.name}.{name}" for name in _DEVICE_UPDATED)
+    incoming = ", ".join(f"excluded.{name}" for name in _DEVICE_UPDATED)
+    return (
+        f"INSERT INTO {devices.name} ({', '.join(_DEVICE_COLUMNS)}) {source} "
+        f"ON CONFLICT (id) DO UPDATE SET "
+        + ", ".join(f"{name} = excluded.{name}" for name in _DEVICE_UPDATED)
+        + f" WHERE ({stored}) IS DISTINCT FROM ({incoming})"
+    )
+
+
+# PostgreSQL: each chunk is COPied into a session's temporary table (emptied at commit), then
+# merged by one statement. ids are unique in it (see `_last_of_each`): ON CONFLICT DO UPDATE
+# cannot touch a row twice in one statement.
+_PG_INCOMING = "tinyfleet_devices_in"
+_PG_TYPES = [PG_COPY_TYPES[type(c.type)] for c in devices.columns]
+_PG_CREATE_INCOMING = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {_PG_INCOMING} ("
+    + ", ".join(f"{n} {t}" for n, t in zip(_DEVICE_COLUMNS, _PG_TYPES, strict=True))
+    + ") ON COMMIT DELETE ROWS"
+)
+_PG_MERGE = _upsert_sql(f"SELECT {', '.join(_DEVICE_COLUMNS)} FROM {_PG_INCOMING}")
+# SQLite: one executemany applies the rows in order, so repeated ids need no merging.
+_SQLITE_UPSERT = _upsert_sql(f"VALUES ({', '.join('?' * len(_DEVICE_COLUMNS))})")
+
+
+def _last_of_each(batch: Sequence[Device]) -> Iterable[Device]:
+    """One device per id, as upserting them one by one would leave it: the last one's fields
+    with the first one's created_at (an existing row's is kept by the upsert itself)."""
+    found: dict[str, Device] = {}
+    for device in batch:
+        first = found.get(device.id)
+        found[device.id] = device if first is None else replace(device, created_at=first.created_at)
+    return found.values()
+
+
+def _pg_row(d: Device) -> tuple[Any, ...]:
+    return (
+        d.id,
+        d.hardware_id,
+        d.profile,
+        d.agent_version,
+        dict(d.tags),
+        dict(d.reported),
+        d.last_seen,
+        d.created_at,
+    )
+
+
+class _SqliteTimes:
+    """Aware datetimes as SQLAlchemy's SQLite DATETIME stores them (naive UTC text with
+    microseconds, see `UtcDateTime`), remembering the last one: a sync stamps every new device
+    with the same `created_at`."""
+
+    def __init__(self) -> None:
+        self._last: tuple[datetime | None, str | None] = (None, None)
+
+    def __call__(self, value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        last, text = self._last
+        if value is not last:
+            utc = value.astimezone(UTC).replace(tzinfo=None)
+            text = utc.isoformat(" ", "microseconds")
+            self._last = (value, text)
+        return text
+
+
+def _sqlite_rows(batch: Sequence[Device]) -> list[tuple[Any, ...]]:
+    created, seen, dumps = _SqliteTimes(), _SqliteTimes(), json.dumps
+    return [
+        (
+            d.id,
+            d.hardware_id,
+            d.profile,
+            d.agent_version,
+            dumps(dict(d.tags)),
+            dumps(dict(d.reported)),
+            seen(d.last_seen),
+            created(d.created_at),
+        )
+        for d in batch
+    ]
 
 
 def _device(row: sa.Row[Any]) -> Device:
@@ -113,36 +217,51 @@ def device_conditions(where: DeviceFilter, c: Any = devices.c) -> list[sa.Column
 @translate_errors
 class SqlDevices:
     def __init__(self, conn: sa.Connection) -> None:
-        self._conn = conn
+        self._conn = conn  # one unit of work: one transaction
+        self._incoming_used = False
 
     def upsert(self, items: Iterable[Device]) -> int:
-        count = 0
-        insert = upsert_insert(self._conn, devices)
-        statement = insert.on_conflict_do_update(
-            index_elements=[devices.c.id],
-            set_={name: getattr(insert.excluded, name) for name in _DEVICE_UPDATED},
-        )
-        for batch in chunks(items):
-            rows = [
-                {
-                    "id": d.id,
-                    "hardware_id": d.hardware_id,
-                    "profile": d.profile,
-                    "agent_version": d.agent_version,
-                    "tags": dict(d.tags),
-                    "reported": dict(d.reported),
-                    "last_seen": d.last_seen,
-                    "created_at": d.created_at,
-                }
-                for d in batch
-            ]
-            self._conn.execute(statement, rows)
-            count += len(rows)
-        if count >= ANALYZE_AFTER and self._conn.dialect.name == "postgresql":
+        count = changed = 0
+        postgres = self._conn.dialect.name == "postgresql"
+        for batch in chunks(items, UPSERT_CHUNK):
+            count += len(batch)
+            if postgres:
+                changed += self._merge_postgresql(batch)
+            else:
+                executemany(self._conn, _SQLITE_UPSERT, _sqlite_rows(batch))
+        if postgres and changed and self._statistics_are_stale(changed):
             # A registry sync of many devices: fresh statistics now, not at autovacuum's pace,
             # or the planner scans a million devices it believes are a few thousand.
             self._conn.exec_driver_sql(f"ANALYZE {devices.name}")
         return count
+
+    def _merge_postgresql(self, batch: Sequence[Device]) -> int:
+        """COPY the batch into the incoming table, merge it; returns the rows written."""
+        # Commit and rollback empty the table; a second batch in this transaction empties it.
+        if self._incoming_used:
+            self._conn.exec_driver_sql(f"TRUNCATE {_PG_INCOMING}")
+        else:
+            self._conn.exec_driver_sql(_PG_CREATE_INCOMING)
+            self._incoming_used = True
+        rows = map(_pg_row, _last_of_each(batch))
+        copy_rows(self._conn, _PG_INCOMING, _DEVICE_COLUMNS, _PG_TYPES, rows)
+        return int(self._conn.exec_driver_sql(_PG_MERGE).rowcount)
+
+    def _statistics_are_stale(self, changed: int) -> bool:
+        """The rows changed since the last ANALYZE (this call's included, counted across
+        calls and sessions by PostgreSQL's statistics) are ANALYZE_AFTER or more, and at least
+        as many as the planner believes the table holds: its estimates are off by 2x or more.
+
+        So a table growing by bulk loads is analyzed at 10k, 20k, 40k, ... rows, and a sync in
+        small batches renews the statistics too. Renewing them after every call of 10k rows
+        instead cost more than the writes in a bulk load of a million (each ANALYZE then reads
+        most of the table).
+        """
+        since, believed = self._conn.exec_driver_sql(
+            "SELECT pg_stat_get_mod_since_analyze(oid), reltuples FROM pg_class "
+            f"WHERE oid = '{devices.name}'::regclass"
+        ).one()
+        return bool(int(since) + changed >= max(float(believed), ANALYZE_AFTER))
 
     def get(self, device_id: str) -> Device:
         row = self._conn.execute(sa.select(devices).where(devices.c.id == device_id)).first()

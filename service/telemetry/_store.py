@@ -33,6 +33,7 @@ import sqlalchemy.exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
 from service.domain.rollups import CohortRollup, merge_all
+from service.storage._sql_base import bulk_insert
 from service.telemetry import _schema as t
 from service.telemetry._build import (
     Accepted,
@@ -50,14 +51,6 @@ __all__ = ["DEVICE_BUCKET_MS", "CommitResult", "DeadLetter", "DeviceRollupRow", 
 _READONLY = "tinyfleet_readonly"  # the storage engine's option for a plain BEGIN on SQLite
 _CHUNK = 500
 _BODY_KEPT = 1024
-# PostgreSQL types of the columns that binary COPY writes (it needs them spelled out).
-_PG_TYPES: dict[type[Any], str] = {
-    sa.String: "text",
-    sa.BigInteger: "int8",
-    sa.Integer: "int4",
-    sa.Float: "float8",
-    sa.Boolean: "bool",
-}
 _KEY_COLUMNS = ("group_id", "release_id", "core", "model_id", "model_version", "bucket_ms")
 _DEVICE_KEY = ("device_id", *_KEY_COLUMNS[1:])
 DeviceRollupRow = tuple[Mapping[str, Any], CohortRollup]
@@ -129,24 +122,7 @@ class TelemetryStore:
     def _upsert(self, conn: sa.Connection, table: sa.Table) -> Any:
         return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
-    @staticmethod
-    def _bulk(conn: sa.Connection, table: sa.Table, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Many rows in the table's column order: COPY on PostgreSQL, executemany on SQLite."""
-        if not rows:
-            return
-        names = [c.name for c in table.columns]
-        driver: Any = conn.connection.driver_connection
-        if conn.dialect.name == "postgresql":
-            statement = f"COPY {table.name} ({', '.join(names)}) FROM STDIN (FORMAT BINARY)"
-            with driver.cursor() as cursor, cursor.copy(statement) as copy:
-                copy.set_types([_PG_TYPES[type(c.type)] for c in table.columns])
-                for row in rows:
-                    copy.write_row(row)
-        else:
-            marks = ", ".join("?" * len(names))
-            driver.executemany(
-                f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})", rows
-            )
+    _bulk = staticmethod(bulk_insert)
 
     # -- ingest --------------------------------------------------------------------------------
 
