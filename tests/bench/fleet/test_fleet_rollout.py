@@ -1,7 +1,7 @@
 """Fleet benchmark (issue 13): `tinyfleet fleet rehearse` across fleet sizes (see
 `service.cli._rehearsal` for the scenario and what each figure means).
 
-Sizes: `TINYFLEET_BENCH_FLEET` (comma-separated; default 20, or 1000,3000,10000 with
+Sizes: `TINYFLEET_BENCH_FLEET` (comma-separated; default 10, or 1000,3000,10000 with
 TINYFLEET_BENCH_FULL=1). The fleet's settings come from `TINYFLEET_BENCH_FLEET_HOSTS` (2),
 `_PERIOD` (seconds between inferences per core, 1.0), `_CORES` (inprocess), `_SUMMARY_S` (0: raw
 rows), `_FLUSH_S` (0), `_LIVENESS_S` (5); `TINYFLEET_BENCH_FLEET_FAULTS=1` adds the fault run.
@@ -21,7 +21,7 @@ from tests.bench.conftest import FULL
 
 SIZES = [
     int(n)
-    for n in os.environ.get("TINYFLEET_BENCH_FLEET", "1000,3000,10000" if FULL else "20").split(",")
+    for n in os.environ.get("TINYFLEET_BENCH_FLEET", "1000,3000,10000" if FULL else "10").split(",")
 ]
 
 
