@@ -76,30 +76,6 @@ class Clock:
         return self.now
 
 
-def _agent(tmp_path: Path, host: MemoryHost, clock: Clock, *, restart_cores: bool = True) -> Agent:
-    config = AgentConfig(
-        device_id="dev-1",
-        hardware_id="mt3620",
-        profile="mt3620",
-        allowed_kinds=frozenset({"model"}),
-        state_dir=tmp_path / "agent",
-        image_root=b"{}",
-        director_root=b"{}",
-        restart_cores=restart_cores,
-    )
-    cores = {core: host.boot(core) for core in ("m4-0", "m4-1")}
-    for client in cores.values():
-        client.connect()
-
-    def unused(_: Any) -> Any:
-        raise AssertionError("no update in this test")
-
-    return Agent(
-        config, MemoryHub("dev-1"), cores, fetcher_for=unused, source_for=unused, host=host,
-        clock=clock,
-    )  # fmt: skip
-
-
 def _agent(
     tmp_path: Path, host: MemoryHost, clock: Clock, *, restart_cores: bool = True, **options: Any
 ) -> Agent:

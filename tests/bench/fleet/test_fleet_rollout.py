@@ -1,8 +1,9 @@
 """Fleet benchmark (issue 13): `tinyfleet fleet rehearse` across fleet sizes (see
 `service.cli._rehearsal` for the scenario and what each figure means).
 
-Sizes: `TINYFLEET_BENCH_FLEET` (comma-separated; default 10, or 1000,3000,10000 with
-TINYFLEET_BENCH_FULL=1). The fleet's settings come from `TINYFLEET_BENCH_FLEET_HOSTS` (2),
+Sizes: `TINYFLEET_BENCH_FLEET` (comma-separated), or 1000,3000,10000 with TINYFLEET_BENCH_FULL=1;
+without either the bench is skipped (`tests/system/test_light_fleet.py` runs the same rehearsal
+at 100 devices inside `make test`). The fleet's settings: `TINYFLEET_BENCH_FLEET_HOSTS` (2),
 `_PERIOD` (seconds between inferences per core, 1.0), `_CORES` (inprocess), `_SUMMARY_S` (0: raw
 rows), `_FLUSH_S` (0), `_LIVENESS_S` (5); `TINYFLEET_BENCH_FLEET_FAULTS=1` adds the fault run.
 Figures are printed (run with `-s`) as ratios against the smallest size of the same run. There
@@ -19,10 +20,7 @@ import pytest
 from service.cli._rehearsal import Rehearsal, report, run
 from tests.bench.conftest import FULL
 
-SIZES = [
-    int(n)
-    for n in os.environ.get("TINYFLEET_BENCH_FLEET", "1000,3000,10000" if FULL else "10").split(",")
-]
+SIZES = [int(n) for n in os.environ.get("TINYFLEET_BENCH_FLEET", "1000,3000,10000").split(",")]
 
 
 def _plan(faults: bool) -> Rehearsal:
@@ -38,6 +36,10 @@ def _plan(faults: bool) -> Rehearsal:
     )
 
 
+@pytest.mark.skipif(
+    not (FULL or os.environ.get("TINYFLEET_BENCH_FLEET")),
+    reason="make test runs the same rehearsal at 100 devices (tests/system/test_light_fleet.py)",
+)
 @pytest.mark.timeout(6 * 3600)
 @pytest.mark.parametrize(
     "faults", [False, True] if os.environ.get("TINYFLEET_BENCH_FLEET_FAULTS") == "1" else [False]
