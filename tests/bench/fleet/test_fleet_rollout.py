@@ -2,7 +2,7 @@
 `service.cli._rehearsal` for the scenario and what each figure means).
 
 Sizes: `TINYFLEET_BENCH_FLEET` (comma-separated), or 100,300,1000 with TINYFLEET_BENCH_FULL=1 (what
-this 2-core machine completes; 10,000 needs about 20 times its CPU, see docs/operations.md);
+this 2-core machine completes; 10,000 needs several times its CPU, see docs/operations.md);
 without either the bench is skipped (`tests/system/test_light_fleet.py` runs the same rehearsal
 at 100 devices inside `make test`). The fleet's settings: `TINYFLEET_BENCH_FLEET_HOSTS` (8),
 `_PERIOD` (seconds between inferences per core, 10), `_CORES` (inprocess), `_SUMMARY_S` (30; 0 is
