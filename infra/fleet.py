@@ -84,6 +84,7 @@ class FleetOptions:
     profile: str = "mt3620"
     prefix: str = "dev"
     inference_period_s: float = 0.5
+    heartbeat_period_s: float = 5.0  # each core's heartbeat (keep core silence above 3 of them)
     health_interval_s: float = 30.0
     backoff_max_s: float = 5.0  # devices come back quickly after a cut or a hub restart
     reboot_dead_cores: bool = True  # each agent restarts a core that exits (power comes back)
@@ -372,6 +373,7 @@ class Fleet:
             cores={
                 core: CoreSpec(
                     inference_period_s=self.options.inference_period_s,
+                    heartbeat_period_s=self.options.heartbeat_period_s,
                     seed=seed,
                     crash_point=crash_points.get(core),
                     crash_after_inferences=(

@@ -77,6 +77,7 @@ class QueryFetcher(Urllib3Fetcher):
 class CoreSpec:
     firmware: Path = field(default_factory=default_firmware)
     inference_period_s: float = 0.5
+    heartbeat_period_s: float = 5.0
     seed: int = 0
     crash_point: str | None = None
     crash_after_inferences: int | None = None  # a crashing model: every boot dies after N
@@ -247,6 +248,7 @@ class SimulatedDevice:
                 fd=fd,
                 profile=self.profile.name,
                 inference_period_s=spec.inference_period_s,
+                heartbeat_period_s=spec.heartbeat_period_s,
                 seed=spec.seed,
                 crash_point=spec.crash_point,
                 crash_after_inferences=spec.crash_after_inferences,
@@ -267,6 +269,7 @@ class SimulatedDevice:
             firmware=spec.firmware,
             profile=self.profile.name,
             inference_period_s=spec.inference_period_s,
+            heartbeat_period_s=spec.heartbeat_period_s,
             seed=spec.seed,
             crash_point=spec.crash_point,
             crash_after_inferences=spec.crash_after_inferences,

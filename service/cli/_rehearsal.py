@@ -45,6 +45,8 @@ from service.cli._output import console
 __all__ = ["Rehearsal", "exponent", "report", "run"]
 
 TERMINAL = {"completed", "aborted", "rolled_back"}
+# Past about 150 devices a fleet host's threads mostly wait on each other for the interpreter lock.
+DEVICES_PER_HOST = 125
 V1 = {"m4-0": "1.0.0", "m4-1": "1.0.0"}
 V2 = {"m4-0": "2.0.0", "m4-1": "2.0.0"}
 
@@ -53,12 +55,13 @@ V2 = {"m4-0": "2.0.0", "m4-1": "2.0.0"}
 class Rehearsal:
     """How the simulated fleet runs (see `tinyfleet fleet rehearse --help`)."""
 
-    hosts: int = 2
+    hosts: int = 0  # fleet host processes; 0: one per DEVICES_PER_HOST devices
     period_s: float = 1.0  # seconds between inferences on each core
     cores: str = "inprocess"
     summary_s: float = 0.0  # > 0: telemetry summaries of this interval instead of raw rows
     flush_s: float = 0.0  # agents' telemetry flush interval
     liveness_s: float = 5.0  # agents refresh core liveness in the twin at most this often
+    heartbeat_s: float = 5.0  # each core's heartbeat period
     soak_s: int = 20
     faults: bool = False
 
@@ -173,7 +176,9 @@ def _say(size: int, started: float, what: str) -> None:
 def run(size: int, data: Path, plan: Rehearsal) -> dict[str, Any]:
     """One rehearsal at `size` devices in `data`; its figures (see the module docstring)."""
     faults = plan.faults
-    retry = {"core_silence_seconds": max(15, int(4 * plan.liveness_s))}
+    # The service calls a core silent once its reported heartbeat is older than this.
+    silence = max(15, int(4 * plan.liveness_s), int(4 * plan.heartbeat_s))
+    retry = {"core_silence_seconds": silence}
     canary = max(1, size // 20)
     groups = {"canary": canary, "main": size - canary}
     options = StackOptions(
@@ -193,10 +198,11 @@ def run(size: int, data: Path, plan: Rehearsal) -> dict[str, Any]:
             raw_sample_rate=0.0 if plan.summary_s else 1.0,
             telemetry_flush_s=plan.flush_s,
             liveness_report_s=plan.liveness_s,
+            heartbeat_period_s=plan.heartbeat_s,
         ),
-        fleet_processes=plan.hosts,
+        fleet_processes=plan.hosts or max(1, math.ceil(size / DEVICES_PER_HOST)),
     )
-    figures: dict[str, Any] = {"size": size, "faults": faults}
+    figures: dict[str, Any] = {"size": size, "faults": faults, "hosts": options.fleet_processes}
     started = time.monotonic()
     stack = Stack(options)
     described = stack.start()
@@ -333,7 +339,8 @@ def report(results: list[dict[str, Any]], plan: Rehearsal) -> list[str]:
     base = results[0]
     telemetry = f"summaries per {plan.summary_s:g} s" if plan.summary_s else "raw rows"
     lines = [
-        f"fleet rollout, {plan.hosts} host processes, cores {plan.cores}, one inference per "
+        f"fleet rollout, {plan.hosts or 'one per 125 devices in'} host processes, cores "
+        f"{plan.cores}, one inference per "
         f"{plan.period_s:g} s per core, {telemetry}"
     ]
     for r in results:
