@@ -147,20 +147,7 @@ def prepare(api: Api, groups: Mapping[str, int], timeout: float, releases: int) 
     """Registry synced, tag groups created, one release per version published, the first
     version rolled out to every group."""
     devices = sum(groups.values())
-
-    def synced() -> bool:
-        api.call("POST", "/devices/sync")
-        items = api.call("GET", "/devices", params={"limit": 1000})["items"]
-        known = [d for d in items if d.get("hardware_id") not in (None, "", "unknown")]
-        return len(known) >= devices
-
-    wait_until(f"{devices} devices in the registry", synced, timeout)
-    for group in groups:
-        api.call(
-            "PUT",
-            f"/groups/{group}",
-            json={"name": group, "kind": "tag", "selector": f"group={group}"},
-        )
+    sync_into_groups(api, groups, timeout)
     console.print(f"1. {devices} devices registered, in groups " + _groups(api))
     names = list(RELEASES)[:releases]
     for release_id in names:
@@ -177,6 +164,38 @@ def prepare(api: Api, groups: Mapping[str, int], timeout: float, releases: int) 
         if done["state"] != "completed":
             raise DemoFailed(f"installing v1 on {group} ended {done['state']}")
     console.print("3. v1 is running on every device")
+
+
+def sync_into_groups(api: Api, groups: Mapping[str, int], timeout: float) -> None:
+    """Sync the registry until it knows every device with its hardware id, then create one tag
+    group per fleet group."""
+    devices = sum(groups.values())
+
+    def synced() -> bool:
+        api.call("POST", "/devices/sync")
+        return registered(api) >= devices
+
+    wait_until(f"{devices} devices in the registry", synced, timeout)
+    for group in groups:
+        api.call(
+            "PUT",
+            f"/groups/{group}",
+            json={"name": group, "kind": "tag", "selector": f"group={group}"},
+        )
+
+
+def registered(api: Api) -> int:
+    """Devices the registry knows with their hardware id, counted page by page."""
+    known, after = 0, None
+    while True:
+        params: dict[str, Any] = {"limit": 1000}
+        if after:
+            params["after"] = after
+        page = api.call("GET", "/devices", params=params)
+        known += sum(1 for d in page["items"] if d.get("hardware_id") not in (None, "", "unknown"))
+        after = page.get("next_after")
+        if not after:
+            return known
 
 
 def _scenario(api: Api, timing: Timing, stack: Stack) -> dict[str, Any]:

@@ -29,7 +29,6 @@ import resource
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +38,15 @@ import sqlalchemy as sa
 
 from infra.fleet import FleetOptions
 from infra.stack import Stack, StackOptions
-from service.cli._demo_fleet import Api, gate_policy, publish_release, stage, start_rollout
+from service.cli._demo_fleet import (
+    Api,
+    gate_policy,
+    publish_release,
+    stage,
+    start_rollout,
+    sync_into_groups,
+    wait_until,
+)
 from service.cli._output import console
 
 __all__ = ["Rehearsal", "exponent", "report", "run"]
@@ -64,28 +71,6 @@ class Rehearsal:
     heartbeat_s: float = 5.0  # each core's heartbeat period
     soak_s: int = 20
     faults: bool = False
-
-
-def _wait(what: str, check: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(1.0)
-
-
-def _registry_count(api: Api) -> int:
-    """Devices the registry knows with their hardware id, counted page by page."""
-    known, after = 0, None
-    while True:
-        params: dict[str, Any] = {"limit": 1000}
-        if after:
-            params["after"] = after
-        page = api.call("GET", "/devices", params=params)
-        known += sum(1 for d in page["items"] if d.get("hardware_id") not in (None, "", "unknown"))
-        after = page.get("next_after")
-        if not after:
-            return known
 
 
 def _finish(api: Api, rollout_id: str, timeout_s: float) -> dict[str, Any]:
@@ -217,17 +202,7 @@ def run(size: int, data: Path, plan: Rehearsal) -> dict[str, Any]:
     try:
         began = time.monotonic()
 
-        def synced() -> bool:
-            api.call("POST", "/devices/sync")
-            return _registry_count(api) >= size
-
-        _wait(f"{size} devices in the registry", synced, timeout_s)
-        for group in groups:
-            api.call(
-                "PUT",
-                f"/groups/{group}",
-                json={"name": group, "kind": "tag", "selector": f"group={group}"},
-            )
+        sync_into_groups(api, groups, timeout_s)
         publish_release(api, "models-v1", 1, V1)
         publish_release(api, "models-v2", 1, V2)
         figures["prepare_s"] = time.monotonic() - began
@@ -258,7 +233,7 @@ def run(size: int, data: Path, plan: Rehearsal) -> dict[str, Any]:
             api, "v2-main", "models-v2", "main", "models-v1", stages, gate=policy, retry=retry
         )
         if faults:
-            _wait(
+            wait_until(
                 "the first stage to complete",
                 lambda: api.call("GET", "/rollouts/v2-main")["stage"] >= 1,
                 timeout_s,
